@@ -1,0 +1,44 @@
+"""The ``bench`` command. Each sub-command lives in ``benchmark/commands/<name>.py`` and
+exposes ``register(subparsers)``; this module only discovers and dispatches them."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+
+from benchmark import commands
+from benchmark.config import ConfigError
+
+
+class UserError(Exception):
+    """An error caused by input (files, names, keys); printed without a traceback."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="dsr-bench: denoising sequential recommendation benchmark")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{commands.__name__}.{module.name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (UserError, ConfigError, FileNotFoundError, KeyError, ValueError) as exc:
+        if isinstance(exc, (KeyError, ValueError)) and not getattr(exc, "user_facing", True):
+            raise
+        print(f"bench {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"bench {args.command}: interrupted; finished work is kept", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

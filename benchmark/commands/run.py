@@ -1,0 +1,75 @@
+"""``bench run``: train and evaluate one backbone (+ denoiser) configuration."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmark.config import compose, run_id
+
+
+def add_config_arguments(p) -> None:
+    p.add_argument("--backbone", help="gru4rec | sasrec | caser | bert4rec | fmlp | ... (bench list backbones)")
+    p.add_argument("--denoiser", help="none | iadsr | hsd | ... (bench list denoisers)")
+    p.add_argument("--dataset", help="ml-100k (default) | beauty | ... (bench data list)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--profile", help="a file in configs/profiles/, e.g. quick")
+    p.add_argument("--config", action="append", default=[], help="extra YAML file(s) merged before overrides")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.0005 dataset.max_len=32")
+
+
+def config_from_args(args):
+    overrides = list(args.overrides)
+    if args.seed is not None:
+        overrides.append(f"seed={args.seed}")
+    if getattr(args, "data", None):
+        overrides.append(f"data_source={args.data}")
+    return compose(args.backbone, args.denoiser, args.dataset, args.profile, overrides, args.config)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="train and test one configuration; prints HR/NDCG and writes runs/<run_id>/")
+    add_config_arguments(p)
+    p.add_argument("--data", help="train on exported data: denoised:<run_id>")
+    p.add_argument("--force", action="store_true", help="re-run even if runs/<run_id>/result.json exists")
+    p.add_argument("--runs-dir", default=None)
+    p.set_defaults(func=main)
+
+
+def _baseline(cfg, runs_dir: Path):
+    """The plain backbone's result with otherwise identical config, if it was run."""
+    if cfg.denoiser.name == "none":
+        return None
+    from benchmark.config import to_dict
+
+    base = to_dict(cfg)
+    base["denoiser"] = {"name": "none"}
+    plain = compose(base=base)
+    path = runs_dir / run_id(plain) / "result.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def main(args) -> int:
+    from benchmark.report import metric_table, protocol_lines
+    from benchmark.run import execute
+
+    cfg = config_from_args(args)
+    runs_dir = Path(args.runs_dir or cfg.logging.runs_dir)
+    print(f"run {run_id(cfg)}: backbone={cfg.backbone.name} denoiser={cfg.denoiser.name} "
+          f"dataset={cfg.dataset.name} seed={cfg.seed}")
+    result = execute(cfg, runs_dir=runs_dir, force=args.force)
+    ks = list(cfg.eval.ks)
+    rows = {"valid (best epoch)": result.valid, "test": result.test}
+    base = _baseline(cfg, runs_dir)
+    if base is not None:
+        rows[f"test, plain {cfg.backbone.name} ({base['run_id']})"] = base["test"]
+    print()
+    print(metric_table(rows, ks))
+    print(f"\nmode: {result.mode}; epochs: {result.epochs} (best {result.best_epoch}); "
+          f"seconds/epoch: {result.timings.get('epoch_seconds_mean', 0):.2f}")
+    if result.detection:
+        d = result.detection
+        keys = [k for k in ("precision", "recall", "f1", "flag_rate", "random_f1") if k in d]
+        print("noise detection: " + ", ".join(f"{k}={d[k]:.4f}" for k in keys if isinstance(d[k], (int, float))))
+    print("protocol:\n" + protocol_lines(result.protocol))
+    print(f"\nrun directory: {runs_dir / result.run_id}")
+    return 0

@@ -1,0 +1,78 @@
+"""Full-ranking metrics over ALL items, as torchmetrics ``Metric``s.
+
+Rank of the target y among the real items 1..N (padding column 0 is -inf and never ranks)::
+
+    rank = 1 + #{j != y : z_j > z_y} + #{j != y : z_j == z_y}
+
+Ties count against the target (pessimistic), so a constant scorer gets the worst rank,
+not the best. ``HR@K = 1[rank <= K]``, ``NDCG@K = 1[rank <= K] / log2(rank + 1)``,
+``MRR@K = 1[rank <= K] / rank``. Computed with one comparison per score, no sort.
+"""
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, optimistic: bool = False) -> torch.Tensor:
+    """Ranks (1 = best) of ``targets [B]`` in ``scores [B, N+1]``; float32 ``[B]``.
+
+    Pessimistic by default (ties against the target); ``optimistic`` counts only strictly
+    higher scores. Scores of excluded columns must already be ``-inf``."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    if optimistic:
+        return (scores > target_scores).sum(1).float() + 1.0
+    # counts the target itself once, hence no "+1"
+    return (scores >= target_scores).sum(1).float()
+
+
+def mask_history(scores: torch.Tensor, history: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Set the scores of ``history [B, L]`` items to -inf, except each row's target (in place)."""
+    target_scores = scores.gather(1, targets.view(-1, 1))
+    scores.scatter_(1, history, float("-inf"))
+    scores.scatter_(1, targets.view(-1, 1), target_scores)
+    scores[:, 0] = float("-inf")
+    return scores
+
+
+class FullRankingMetrics(Metric):
+    """Accumulates HR@K, NDCG@K and MRR@K (means over evaluation instances).
+
+    ``update(scores [B, N+1], targets [B])``; ``compute()`` returns a dict
+    ``{"hr@5": ..., "ndcg@5": ..., "mrr@5": ..., ...}`` of scalar tensors. States are sums
+    with ``dist_reduce_fx="sum"``, so each instance counts once under DDP as long as the
+    sampler does not duplicate instances."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, ks: tuple[int, ...] = (5, 10, 20), optimistic: bool = False) -> None:
+        super().__init__()
+        self.ks = tuple(sorted(int(k) for k in ks))
+        self.optimistic = optimistic
+        n = len(self.ks)
+        self.add_state("hr", default=torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ndcg", default=torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("mrr", default=torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, scores: torch.Tensor, targets: torch.Tensor) -> None:  # type: ignore[override]
+        self.update_ranks(target_ranks(scores, targets, self.optimistic))
+
+    def update_ranks(self, ranks: torch.Tensor) -> None:
+        ks = torch.tensor(self.ks, device=ranks.device, dtype=ranks.dtype).view(1, -1)
+        r = ranks.view(-1, 1)
+        hit = (r <= ks).double()
+        self.hr += hit.sum(0)
+        self.ndcg += (hit / torch.log2(r.double() + 1.0)).sum(0)
+        self.mrr += (hit / r.double()).sum(0)
+        self.count += ranks.numel()
+
+    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        denom = self.count.clamp(min=1.0)
+        out: dict[str, torch.Tensor] = {}
+        for i, k in enumerate(self.ks):
+            out[f"hr@{k}"] = (self.hr[i] / denom).float()
+            out[f"ndcg@{k}"] = (self.ndcg[i] / denom).float()
+            out[f"mrr@{k}"] = (self.mrr[i] / denom).float()
+        return out

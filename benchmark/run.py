@@ -1,0 +1,317 @@
+"""One run: data -> (data-level denoiser) -> backbone with denoiser hooks -> full-ranking test.
+
+``execute(cfg)`` is what ``bench run`` and every grid cell call. A run writes
+``<runs_dir>/<run_id>/``: ``config.yaml`` (resolved), ``result.json`` (metrics, protocol,
+timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output,
+the W&B offline run, and for methods that export, ``denoised/`` (see ``benchmark.export``).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from benchmark.config import run_id, to_dict
+from benchmark.data.sequences import SplitData
+from benchmark.provenance import git_commit, library_versions
+from benchmark.registry import BACKBONES
+from benchmark.resources import Resources
+from denoisers.base import Denoiser, make_denoiser
+from models.base import ModelShape, SequentialRecommender
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    config: dict
+    protocol: dict
+    valid: dict[str, float]
+    test: dict[str, float]
+    test_optimistic: dict[str, float]
+    curve: list[dict[str, float]]
+    timings: dict[str, float]
+    detection: dict | None = None
+    mode: str = "plain"
+    best_epoch: int = -1
+    epochs: int = 0
+    versions: dict = field(default_factory=library_versions)
+    git_commit: str = field(default_factory=git_commit)
+    status: str = "ok"
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class EpochRecorder(pl.Callback):
+    """Collects per-epoch validation metrics and wall time of every training epoch."""
+
+    def __init__(self) -> None:
+        self.curve: list[dict[str, float]] = []
+        self.epoch_seconds: list[float] = []
+        self._start = 0.0
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.epoch_seconds.append(time.perf_counter() - self._start)
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("valid/") or key.startswith("train/"):
+                row[key] = float(value)
+        self.curve.append(row)
+
+
+def _quiet() -> None:
+    for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*enable_nested_tensor.*")
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def resolve_instances(cfg: DictConfig, backbone_cls: type[SequentialRecommender]) -> str:
+    mode = cfg.train.train_instances
+    return backbone_cls.default_instances if mode == "auto" else mode
+
+
+def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str) -> dict:
+    loss = cfg.train.loss if cfg.train.loss != "auto" else backbone_cls.default_loss
+    return {
+        **split.protocol,
+        "ranking": "full (all items)",
+        "ties": "pessimistic (ties count against the target)",
+        "exclude_history": bool(cfg.eval.exclude_history),
+        "loss": loss,
+        "train_instances": resolve_instances(cfg, backbone_cls),
+        "max_len": int(cfg.dataset.max_len),
+        "seed": int(cfg.seed),
+        "early_stopping": f"{cfg.train.monitor} patience {cfg.train.patience}",
+        "denoiser_mode": mode,
+    }
+
+
+def _make_loggers(cfg: DictConfig, out_dir: Path, rid: str) -> list:
+    from pytorch_lightning.loggers import CSVLogger
+
+    loggers: list = []
+    if cfg.logging.csv:
+        loggers.append(CSVLogger(str(out_dir), name="", version="csv"))
+    mode = cfg.logging.wandb
+    if mode != "disabled":
+        from pytorch_lightning.loggers import WandbLogger
+
+        if mode == "online" and not os.environ.get("WANDB_API_KEY"):
+            mode = "offline"
+        tags = [f"dataset:{cfg.dataset.name}", f"backbone:{cfg.backbone.name}", f"denoiser:{cfg.denoiser.name}",
+                f"seed:{cfg.seed}", f"noise:{cfg.dataset.noise.kind}"] + list(cfg.logging.wandb_tags)
+        loggers.append(
+            WandbLogger(
+                project=cfg.logging.wandb_project,
+                group=cfg.logging.wandb_group,
+                name=f"{cfg.backbone.name}-{cfg.denoiser.name}-{cfg.dataset.name}-s{cfg.seed}",
+                id=rid,
+                tags=tags,
+                mode=mode,
+                save_dir=str(out_dir),
+                config=to_dict(cfg),
+            )
+        )
+    return loggers
+
+
+def train_and_test(
+    cfg: DictConfig,
+    split: SplitData,
+    backbone_name: str,
+    denoiser: Denoiser,
+    out_dir: Path,
+    rid: str,
+) -> tuple[SequentialRecommender, dict, dict, dict, EpochRecorder, float]:
+    """Train ``backbone_name`` with ``denoiser``'s hooks; test with the best checkpoint.
+
+    Returns (model, best valid metrics, test metrics, optimistic test metrics, recorder, fit seconds)."""
+    from benchmark.data.datamodule import SeqDataModule
+
+    backbone_cls = BACKBONES.get(backbone_name)
+    section = dict(to_dict(cfg.backbone))
+    section["name"] = backbone_name
+    if section.get("name") != cfg.backbone.name:  # native phase of a transfer run: that backbone's defaults
+        from benchmark.config import compose
+
+        section = dict(to_dict(compose(backbone=backbone_name, dataset=cfg.dataset.name).backbone))
+    dm = SeqDataModule(
+        split,
+        max_len=int(cfg.dataset.max_len),
+        train_instances=resolve_instances(cfg, backbone_cls),
+        batch_size=int(cfg.train.batch_size),
+        eval_batch_size=int(cfg.eval.batch_size),
+        num_workers=int(cfg.train.num_workers),
+        pin_memory=bool(cfg.train.pin_memory),
+        seed=int(cfg.seed),
+    )
+    train_cfg = OmegaConf.to_object(cfg.train)
+    eval_cfg = OmegaConf.to_object(cfg.eval)
+    shape = ModelShape(n_items=split.n_items, n_users=split.n_users, max_len=int(cfg.dataset.max_len))
+    model = backbone_cls.from_config(section, shape, train_cfg, eval_cfg, denoiser)
+    recorder = EpochRecorder()
+    ckpt_dir = out_dir / "checkpoints" / backbone_name
+    callbacks = [
+        recorder,
+        pl.callbacks.EarlyStopping(monitor="valid_ndcg10", mode="max", patience=int(cfg.train.patience)),
+        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="valid_ndcg10", mode="max",
+                                     save_top_k=1, enable_version_counter=False),
+    ]
+    trainer = pl.Trainer(
+        max_epochs=int(cfg.train.max_epochs),
+        accelerator=cfg.train.accelerator,
+        devices=cfg.train.devices,
+        precision=cfg.train.precision,
+        callbacks=callbacks,
+        logger=_make_loggers(cfg, out_dir, rid) if backbone_name == cfg.backbone.name else False,
+        enable_progress_bar=bool(cfg.logging.progress),
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        gradient_clip_val=float(cfg.train.gradient_clip) or None,
+        limit_train_batches=cfg.train.limit_train_batches,
+        log_every_n_steps=50,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(model, datamodule=dm)
+    fit_seconds = time.perf_counter() - t0
+    best = callbacks[2].best_model_path
+    ckpt = best if best and Path(best).exists() else None
+    trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    test = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
+    test_opt = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test_optimistic/")}
+    best_row = max(recorder.curve, key=lambda r: r.get("valid/ndcg@10", -1.0), default={})
+    valid = {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")}
+    if trainer.logger is not None and hasattr(trainer.logger, "experiment") and cfg.logging.wandb != "disabled":
+        for lg in trainer.loggers:
+            if lg.__class__.__name__ == "WandbLogger":
+                lg.log_metrics({f"test/{k}": v for k, v in test.items()})
+                lg.experiment.summary.update({f"test/{k}": v for k, v in test.items()})
+                lg.finalize("success")
+                import wandb
+
+                wandb.finish(quiet=True)
+    model.best_epoch = int(best_row.get("epoch", -1))  # type: ignore[attr-defined]
+    return model, valid, test, test_opt, recorder, fit_seconds
+
+
+def load_data_source(source: str, runs_dir: Path, split: SplitData) -> SplitData:
+    """``denoised:<run_id>``: the training (and, if exported, evaluation) data of that run."""
+    from benchmark.export import load_denoised_split
+
+    kind, _, ref = source.partition(":")
+    if kind != "denoised" or not ref:
+        raise ValueError(f"data_source={source!r}: expected 'denoised:<run_id>'")
+    return load_denoised_split(runs_dir / ref / "denoised", split)
+
+
+def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False) -> RunResult:
+    """Run one configuration end to end; returns (and stores) its ``RunResult``.
+
+    A finished run directory is reused unless ``force``."""
+    from benchmark.data.build import build_split_data
+    from benchmark.detection import detection_from_denoised
+    from benchmark.export import save_denoised
+
+    _quiet()
+    rid = run_id(cfg)
+    out_dir = Path(runs_dir or cfg.logging.runs_dir) / rid
+    result_file = out_dir / "result.json"
+    if result_file.exists() and not force:
+        return RunResult(**json.loads(result_file.read_text()))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    timings: dict[str, float] = {}
+
+    t0 = time.perf_counter()
+    split = build_split_data(OmegaConf.to_object(cfg.dataset))
+    if cfg.data_source:
+        split = load_data_source(cfg.data_source, Path(runs_dir or cfg.logging.runs_dir), split)
+    timings["data_seconds"] = time.perf_counter() - t0
+
+    resources = Resources(split, seed=int(cfg.seed))
+    denoiser = make_denoiser(to_dict(cfg.denoiser), resources)
+    backbone_name = cfg.backbone.name
+    backbone_cls = BACKBONES.get(backbone_name)
+    detection = None
+    mode = "plain"
+    train_denoiser: Denoiser = denoiser
+
+    t0 = time.perf_counter()
+    if denoiser.level == "data":
+        mode = "data"
+        denoiser.fit(split.train, resources)
+        decisions = denoiser.denoise(split.train)
+        detection = detection_from_denoised(split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions)
+        split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
+        train_denoiser = make_denoiser({"name": "none"}, resources)
+    elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
+        mode = f"transfer from {denoiser.default_native}"
+        native, *_ = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir, rid)
+        decisions = denoiser.export(native, split.train)
+        detection = detection_from_denoised(split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions)
+        split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({denoiser.default_native})")
+        train_denoiser = make_denoiser({"name": "none"}, resources)
+    elif denoiser.level == "train":
+        mode = "joint"
+    timings["denoise_seconds"] = time.perf_counter() - t0
+
+    model, valid, test, test_opt, recorder, fit_seconds = train_and_test(cfg, split, backbone_name, train_denoiser, out_dir, rid)
+    timings["fit_seconds"] = fit_seconds
+    timings["epoch_seconds_mean"] = float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0
+    if mode == "joint" and denoiser.exports:
+        decisions = denoiser.export(model, split.train)
+        detection = detection_from_denoised(split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions)
+
+    result = RunResult(
+        run_id=rid,
+        config=to_dict(cfg),
+        protocol=protocol_of(cfg, split, backbone_cls, mode),
+        valid=valid,
+        test=test,
+        test_optimistic=test_opt,
+        curve=recorder.curve,
+        timings=timings,
+        detection=detection,
+        mode=mode,
+        best_epoch=getattr(model, "best_epoch", -1),
+        epochs=len(recorder.epoch_seconds),
+    )
+    _write_curve(out_dir / "curve.csv", recorder.curve)
+    tmp = result_file.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result.to_json(), indent=2, default=float))
+    tmp.replace(result_file)
+    return result
+
+
+def _write_curve(path: Path, curve: list[dict[str, float]]) -> None:
+    keys = sorted({k for row in curve for k in row}, key=lambda k: (k != "epoch", k))
+    lines = [",".join(keys)] + [",".join(str(row.get(k, "")) for k in keys) for row in curve]
+    path.write_text("\n".join(lines) + "\n")
+
+

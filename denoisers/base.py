@@ -1,0 +1,133 @@
+"""The denoiser plugin contract (DESIGN.md).
+
+A denoiser implements what it needs of two families of methods:
+
+* data level: ``fit(train, resources)`` then ``denoise(sequences) -> DenoisedSequences``
+  (keep mask, replacements, insertions, per-position noise scores). The harness applies the
+  result to the training split before the backbone is built (and, when asked, to the
+  validation/test histories).
+* training time: ``transform_inputs`` (e.g. IADSR's input mask), ``sample_weights`` (e.g.
+  SAID-style loss weights), ``auxiliary_loss`` (e.g. InfoNCE, reconstruction) and
+  ``on_train_epoch_end``, called by the backbone's single ``training_step``.
+
+``requires`` names the resources the harness prepares once (``item_text``,
+``text_embeddings``, ``item_graph``). A denoiser is an ``nn.Module``: parameters it creates
+in ``attach`` are trained together with the backbone by the same optimiser.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from benchmark.config import validate_section
+from benchmark.data.sequences import DenoisedSequences, Sequences
+from benchmark.registry import DENOISERS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from benchmark.resources import Resources
+    from models.base import SequentialRecommender
+
+
+@dataclass
+class StepContext:
+    """What a training/evaluation step exposes to the denoiser hooks.
+
+    ``embedded [B, L, d]`` and ``hidden [B, L, h]`` are filled in as the step progresses;
+    ``stage`` is ``"train"``, ``"valid"`` or ``"test"``; ``extras`` carries method state
+    between hooks of the same step."""
+
+    model: "SequentialRecommender"
+    batch: dict[str, torch.Tensor]
+    stage: str
+    epoch: int
+    embedded: torch.Tensor | None = None
+    hidden: torch.Tensor | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class NoConfig:
+    """A denoiser without hyperparameters."""
+
+
+class Denoiser(nn.Module):
+    """Base class of every denoiser; the identity denoiser implements nothing more.
+
+    Class attributes:
+        Config: dataclass of hyperparameters (every key is a config key under ``denoiser.``).
+        requires: resources to prepare, subset of {"item_text", "text_embeddings", "item_graph"}.
+        level: "none" (identity), "data" (rewrites sequences once) or "train" (hooks).
+        native_backbones: backbones the method couples with natively (None = any); others
+            get the transfer protocol (train natively, export, retrain the target backbone).
+        default_native: the backbone used for the native phase of a transfer run.
+    """
+
+    Config: ClassVar[type] = NoConfig
+    requires: ClassVar[frozenset[str]] = frozenset()
+    level: ClassVar[str] = "none"
+    native_backbones: ClassVar[tuple[str, ...] | None] = None
+    default_native: ClassVar[str | None] = None
+
+    def __init__(self, cfg: Any = None, resources: "Resources | None" = None) -> None:
+        super().__init__()
+        self.cfg = cfg if cfg is not None else self.Config()
+        self.resources = resources
+
+    @classmethod
+    def from_config(cls, section: dict, resources: "Resources | None") -> "Denoiser":
+        name = section.get("name", getattr(cls, "registry_name", cls.__name__))
+        return cls(validate_section(section, cls.Config, f"denoiser '{name}'"), resources)
+
+    # ------------------------------------------------------------------ capabilities
+    @classmethod
+    def supports_backbone(cls, backbone: str) -> bool:
+        return cls.native_backbones is None or backbone in cls.native_backbones
+
+    @property
+    def exports(self) -> bool:
+        """True if the method can emit ``DenoisedSequences`` (data level, or joint export)."""
+        return self.level == "data" or type(self).export is not Denoiser.export
+
+    # ------------------------------------------------------------------ data level
+    def fit(self, train: Sequences, resources: "Resources") -> None:
+        """Learn from the training split only (data-level methods)."""
+
+    def denoise(self, sequences: Sequences) -> DenoisedSequences:
+        """Decisions for every position of ``sequences``; identity by default."""
+        return DenoisedSequences(sequences, keep=torch.ones(len(sequences.items), dtype=torch.bool).numpy())
+
+    # ------------------------------------------------------------------ training time
+    def attach(self, model: "SequentialRecommender") -> None:
+        """Called once the backbone exists (sizes known): create parameters here."""
+
+    def transform_inputs(self, embedded: torch.Tensor, ctx: StepContext) -> torch.Tensor:
+        """Modify the input embeddings ``[B, L, d]`` before ``encode``."""
+        return embedded
+
+    def sample_weights(self, ctx: StepContext) -> torch.Tensor | None:
+        """Per-target loss weights ``[B, L]`` (aligned with ``batch['targets']``), or None."""
+        return None
+
+    def auxiliary_loss(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Named extra loss terms added (weight 1) to the next-item loss."""
+        return {}
+
+    def on_train_epoch_end(self, model: "SequentialRecommender", epoch: int) -> None:
+        """Epoch bookkeeping (e.g. swap the previous-epoch mask)."""
+
+    def export(self, model: "SequentialRecommender", sequences: Sequences) -> DenoisedSequences:
+        """Joint methods: the final keep decisions for ``sequences`` (transfer protocol)."""
+        raise NotImplementedError(f"{type(self).__name__} does not export denoised sequences")
+
+
+@DENOISERS.register("none")
+class IdentityDenoiser(Denoiser):
+    """The plain backbone: no denoising."""
+
+
+def make_denoiser(section: dict, resources: "Resources | None") -> Denoiser:
+    cls = DENOISERS.get(section.get("name", "none"))
+    return cls.from_config(section, resources)

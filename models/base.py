@@ -1,0 +1,283 @@
+"""The backbone contract and the one training/evaluation loop every backbone shares.
+
+Every backbone provides (DESIGN.md):
+
+* ``item_embedding`` (row 0 = padding) and ``embed(items [B, L]) -> [B, L, d]``;
+* ``encode(embedded [B, L, d], pad_mask [B, L]) -> hidden [B, L, h]``, one state per slot;
+* ``user_state(hidden, lengths) -> [B, h]`` and ``score(user_state) -> [B, N+1]`` (column 0
+  is -inf).
+
+Sequences are left-padded: the most recent item sits in the last slot. ``training_step`` is
+written once here and calls the denoiser hooks; backbones only override the pieces above and,
+where their objective differs (BERT4Rec's cloze), ``training_inputs``/``eval_inputs``.
+"""
+from __future__ import annotations
+
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmark.config import EvalConfig, TrainConfig, validate_section
+from benchmark.metrics import FullRankingMetrics, mask_history
+from denoisers.base import Denoiser, IdentityDenoiser, StepContext
+
+
+@dataclass
+class ModelShape:
+    """Data-dependent sizes a backbone needs."""
+
+    n_items: int
+    n_users: int
+    max_len: int
+
+
+class SequentialRecommender(pl.LightningModule):
+    """Base class of all backbones.
+
+    Class attributes: ``Config`` (hyperparameter dataclass), ``default_loss``,
+    ``default_instances`` (``all_positions`` | ``prefix`` | ``windows``), ``causal``
+    (prefix-causal hidden states), ``needs_user_ids``.
+    """
+
+    Config: ClassVar[type]
+    default_loss: ClassVar[str] = "ce"
+    default_instances: ClassVar[str] = "all_positions"
+    causal: ClassVar[bool] = True
+    supported_losses: ClassVar[tuple[str, ...]] = ("ce", "bpr", "bce_neg", "inbatch", "inbatch_tanh")
+
+    def __init__(
+        self,
+        cfg: Any,
+        shape: ModelShape,
+        train_cfg: TrainConfig | None = None,
+        eval_cfg: EvalConfig | None = None,
+        denoiser: Denoiser | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.shape = shape
+        self.n_items = shape.n_items
+        self.max_len = shape.max_len
+        self.train_cfg = train_cfg or TrainConfig()
+        self.eval_cfg = eval_cfg or EvalConfig()
+        loss = self.train_cfg.loss
+        self.loss_name = self.default_loss if loss == "auto" else loss
+        if self.loss_name not in self.supported_losses:
+            raise ValueError(
+                f"train.loss={self.loss_name!r} is not supported by {type(self).__name__}; "
+                f"choose one of {', '.join(self.supported_losses)}"
+            )
+        self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
+        self.valid_metrics = FullRankingMetrics(self.eval_cfg.ks)
+        self.test_metrics = FullRankingMetrics(self.eval_cfg.ks)
+        self.test_metrics_optimistic = FullRankingMetrics(self.eval_cfg.ks, optimistic=True)
+
+    @classmethod
+    def from_config(cls, section: dict, shape: ModelShape, train_cfg=None, eval_cfg=None, denoiser=None):
+        name = section.get("name", getattr(cls, "registry_name", cls.__name__))
+        cfg = validate_section(section, cls.Config, f"backbone '{name}'")
+        model = cls(cfg, shape, train_cfg, eval_cfg, denoiser)
+        model.denoiser.attach(model)
+        return model
+
+    # ------------------------------------------------------------------ contract
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_embedding(items)
+
+    def encode(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def user_state(self, hidden: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Left padding: the state of the last slot summarises the whole history."""
+        return hidden[:, -1]
+
+    def output_table(self) -> torch.Tensor:
+        """``[N+1, h]`` item vectors used for scoring (tied input table by default)."""
+        return self.item_embedding.weight[: self.n_items + 1]
+
+    def output_bias(self) -> torch.Tensor | None:
+        return None
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """``states [M, h] -> [M, N+1]`` logits, padding column set to -inf."""
+        z = states @ self.output_table().T
+        bias = self.output_bias()
+        if bias is not None:
+            z = z + bias
+        z[:, 0] = float("-inf")
+        return z
+
+    def score(self, user_state: torch.Tensor) -> torch.Tensor:
+        return self.logits(user_state)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.output_table().shape[1]
+
+    @property
+    def embedding_size(self) -> int:
+        return self.item_embedding.weight.shape[1]
+
+    # ------------------------------------------------------------------ objective hooks
+    def training_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(input items [B, L], targets [B, L])``; target 0 = no loss at that slot."""
+        return batch["items"], batch["targets"]
+
+    def eval_inputs(self, items: torch.Tensor) -> torch.Tensor:
+        return items
+
+    def forward(self, items: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
+        """``items [B, L] -> hidden [B, L, h]`` with the denoiser's input transform."""
+        embedded = self.embed(items)
+        if ctx is not None:
+            embedded = self.denoiser.transform_inputs(embedded, ctx)
+            ctx.embedded = embedded
+        hidden = self.encode(embedded, items == 0)
+        if ctx is not None:
+            ctx.hidden = hidden
+        return hidden
+
+    def target_states(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """States ``[M, h]`` at the slots with a target (row-major order of ``targets > 0``)."""
+        return hidden[targets > 0]
+
+    # ------------------------------------------------------------------ losses
+    def next_item_loss(self, states: torch.Tensor, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Per-target losses ``[M]`` for ``states [M, h]``, ``targets [M]`` (``history [M, L]``
+        lists items excluded from negative sampling)."""
+        name = self.loss_name
+        if name in ("ce", "cloze"):
+            return F.cross_entropy(self.logits(states), targets, reduction="none")
+        if name in ("inbatch", "inbatch_tanh"):
+            table = self.output_table()[targets]
+            z = states @ table.T
+            bias = self.output_bias()
+            if bias is not None:
+                z = z + bias[targets].view(1, -1)
+            if name == "inbatch_tanh":
+                z = torch.tanh(z)
+            return F.cross_entropy(z, torch.arange(len(targets), device=z.device), reduction="none")
+        negatives = self.sample_negatives(targets, history)  # [M, k]
+        table = self.output_table()
+        pos = (states * table[targets]).sum(-1, keepdim=True)
+        neg = torch.einsum("mh,mkh->mk", states, table[negatives])
+        bias = self.output_bias()
+        if bias is not None:
+            pos, neg = pos + bias[targets].view(-1, 1), neg + bias[negatives]
+        if name == "bpr":
+            return -F.logsigmoid(pos - neg).mean(-1)
+        if name == "bce_neg":
+            return -F.logsigmoid(pos).squeeze(-1) - F.logsigmoid(-neg).mean(-1)
+        raise ValueError(f"unknown loss {name!r}")
+
+    def sample_negatives(self, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
+        """Uniform negatives ``[M, k]`` in 1..N, redrawing those that hit the target or history
+        (vectorised rejection: at most a few rounds, residual collisions are negligible)."""
+        k = max(1, self.train_cfg.num_negatives)
+        neg = torch.randint(1, self.n_items + 1, (len(targets), k), device=targets.device)
+        if not self.train_cfg.exclude_history_negatives:
+            return neg
+        forbidden = torch.cat([history, targets.view(-1, 1)], dim=1)
+        for _ in range(5):
+            bad = (neg.unsqueeze(-1) == forbidden.unsqueeze(1)).any(-1)
+            if not bad.any():
+                break
+            neg = torch.where(bad, torch.randint_like(neg, 1, self.n_items + 1), neg)
+        return neg
+
+    # ------------------------------------------------------------------ Lightning steps
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        items, targets = self.training_inputs(batch)
+        ctx = StepContext(self, batch, "train", self.current_epoch)
+        ctx.extras["input_items"] = items
+        ctx.extras["targets"] = targets
+        hidden = self(items, ctx)
+        has_target = targets > 0
+        states = self.target_states(hidden, targets)
+        row_of_target = has_target.nonzero(as_tuple=True)[0]
+        per_target = self.next_item_loss(states, targets[has_target], items[row_of_target])
+        weights = self.denoiser.sample_weights(ctx)
+        if weights is not None:
+            w = weights[has_target]
+            rec_loss = (per_target * w).sum() / w.sum().clamp(min=1e-8)
+        else:
+            rec_loss = per_target.mean()
+        total = rec_loss
+        log = {"train/rec_loss": rec_loss.detach()}
+        for name, value in self.denoiser.auxiliary_loss(ctx).items():
+            total = total + value
+            log[f"train/{name}"] = value.detach()
+        log["train/loss"] = total.detach()
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=items.shape[0])
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx}")
+        return total
+
+    def _eval_scores(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        items = self.eval_inputs(batch["items"])
+        ctx = StepContext(self, batch, stage, self.current_epoch)
+        ctx.extras["input_items"] = items
+        hidden = self(items, ctx)
+        scores = self.score(self.user_state(hidden, batch.get("lengths")))
+        if self.eval_cfg.exclude_history:
+            scores = mask_history(scores, batch["items"], batch["targets"])
+        return scores
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.valid_metrics.update(self._eval_scores(batch, "valid"), batch["targets"])
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.valid_metrics.compute()
+        self.log_dict({f"valid/{k}": v for k, v in values.items()}, prog_bar=False)
+        self.log("valid_ndcg10", values.get("ndcg@10", next(iter(values.values()))), prog_bar=True)
+        self.valid_metrics.reset()
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        scores = self._eval_scores(batch, "test")
+        self.test_metrics.update(scores, batch["targets"])
+        self.test_metrics_optimistic.update(scores, batch["targets"])
+
+    def on_test_epoch_end(self) -> None:
+        values = {f"test/{k}": v for k, v in self.test_metrics.compute().items()}
+        values.update({f"test_optimistic/{k}": v for k, v in self.test_metrics_optimistic.compute().items()})
+        self.log_dict(values)
+        self.test_metrics.reset()
+        self.test_metrics_optimistic.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self.denoiser.on_train_epoch_end(self, self.current_epoch)
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
+
+    @torch.no_grad()
+    def predict_scores(self, items: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B, N+1]`` for left-padded histories ``items [B, L]`` (no denoiser hooks)."""
+        items = self.eval_inputs(items)
+        return self.score(self.user_state(self.encode(self.embed(items), items == 0)))
+
+
+def init_normal(module: nn.Module, std: float = 0.02) -> None:
+    """BERT-style init: N(0, std) for linear/embedding weights, zero biases, LN = identity."""
+    for m in module.modules():
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, std)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Embedding) and m.padding_idx is not None:
+            with torch.no_grad():
+                m.weight[m.padding_idx].zero_()
+
+
+def positions_like(items: torch.Tensor) -> torch.Tensor:
+    return torch.arange(items.shape[1], device=items.device).unsqueeze(0).expand_as(items)
+
+

@@ -1,0 +1,85 @@
+"""SASRec (Kang & McAuley, ICDM 2018) in RecBole's post-LN form (backbones.md §3).
+
+Input ``LN(E + P)`` and dropout, then ``n_layers`` blocks of causal multi-head attention and a
+GELU feed-forward network, each with residual + LayerNorm. Positions are slot indices of the
+left-padded input. Attention never reaches padding keys (each slot may always attend to
+itself, so padded rows stay finite)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from benchmark.registry import BACKBONES
+from models.base import SequentialRecommender, init_normal, positions_like
+
+
+@dataclass
+class SASRecConfig:
+    embedding_size: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    inner_size: int = 256
+    dropout: float = 0.5
+    attn_dropout: float = 0.5
+    layer_norm_eps: float = 1e-12
+    bidirectional: bool = False  # IADSR reference variant (no causal mask)
+
+
+def attention_mask(pad_mask: torch.Tensor, n_heads: int, causal: bool) -> torch.Tensor:
+    """Boolean mask ``[B * heads, L, L]``, True = blocked: padding keys (and future keys when
+    causal); the diagonal is always allowed."""
+    B, L = pad_mask.shape
+    blocked = pad_mask.unsqueeze(1).expand(B, L, L)
+    if causal:
+        future = torch.triu(torch.ones(L, L, dtype=torch.bool, device=pad_mask.device), diagonal=1)
+        blocked = blocked | future
+    eye = torch.eye(L, dtype=torch.bool, device=pad_mask.device)
+    blocked = blocked & ~eye
+    return blocked.repeat_interleave(n_heads, dim=0)
+
+
+class TransformerStack(nn.Module):
+    """Post-LN transformer blocks with GELU FFN (shared by SASRec and BERT4Rec)."""
+
+    def __init__(self, d: int, n_layers: int, n_heads: int, inner: int, dropout: float, attn_dropout: float, eps: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.layers = nn.ModuleList()
+        for _ in range(n_layers):
+            layer = nn.TransformerEncoderLayer(
+                d, n_heads, inner, dropout=dropout, activation="gelu", batch_first=True, norm_first=False,
+                layer_norm_eps=eps,
+            )
+            layer.self_attn.dropout = attn_dropout
+            self.layers.append(layer)
+
+    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+        mask = attention_mask(pad_mask, self.n_heads, causal)
+        for layer in self.layers:
+            x = layer(x, src_mask=mask)
+        return x
+
+
+@BACKBONES.register("sasrec")
+class SASRec(SequentialRecommender):
+    Config = SASRecConfig
+    default_instances = "all_positions"
+
+    def __init__(self, cfg: SASRecConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
+        super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
+        d = cfg.embedding_size
+        self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
+        self.position_embedding = nn.Embedding(shape.max_len, d)
+        self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
+        init_normal(self)
+        self.causal = not cfg.bidirectional
+
+    def encode(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        L = embedded.shape[1]
+        pos = self.position_embedding(positions_like(pad_mask[:, -L:]) + (self.max_len - L))
+        x = self.input_dropout(self.input_norm(embedded + pos))
+        return self.blocks(x, pad_mask, causal=self.causal)
