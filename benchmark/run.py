@@ -40,6 +40,7 @@ class RunResult:
     curve: list[dict[str, float]]
     timings: dict[str, float]
     detection: dict | None = None
+    denoiser_report: dict | None = None
     mode: str = "plain"
     best_epoch: int = -1
     epochs: int = 0
@@ -84,12 +85,17 @@ def _quiet() -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def resolve_instances(cfg: DictConfig, backbone_cls: type[SequentialRecommender]) -> str:
+def resolve_instances(cfg: DictConfig, backbone_cls: type[SequentialRecommender], denoiser: Denoiser | None = None) -> str:
+    """``train.train_instances``; "auto" = what the jointly trained denoiser needs, else the
+    backbone's default."""
     mode = cfg.train.train_instances
-    return backbone_cls.default_instances if mode == "auto" else mode
+    if mode != "auto":
+        return mode
+    needed = getattr(denoiser, "train_instances", None) if denoiser is not None else None
+    return needed or backbone_cls.default_instances
 
 
-def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str) -> dict:
+def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str, denoiser: Denoiser | None = None) -> dict:
     loss = cfg.train.loss if cfg.train.loss != "auto" else backbone_cls.default_loss
     return {
         **split.protocol,
@@ -97,7 +103,7 @@ def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str) -> d
         "ties": "pessimistic (ties count against the target)",
         "exclude_history": bool(cfg.eval.exclude_history),
         "loss": loss,
-        "train_instances": resolve_instances(cfg, backbone_cls),
+        "train_instances": resolve_instances(cfg, backbone_cls, denoiser),
         "max_len": int(cfg.dataset.max_len),
         "seed": int(cfg.seed),
         "early_stopping": f"{cfg.train.monitor} patience {cfg.train.patience}",
@@ -157,7 +163,7 @@ def train_and_test(
     dm = SeqDataModule(
         split,
         max_len=int(cfg.dataset.max_len),
-        train_instances=resolve_instances(cfg, backbone_cls),
+        train_instances=resolve_instances(cfg, backbone_cls, denoiser),
         batch_size=int(cfg.train.batch_size),
         eval_batch_size=int(cfg.eval.batch_size),
         num_workers=int(cfg.train.num_workers),
@@ -189,7 +195,7 @@ def train_and_test(
         deterministic=True,
         gradient_clip_val=float(cfg.train.gradient_clip) or None,
         limit_train_batches=cfg.train.limit_train_batches,
-        log_every_n_steps=50,
+        log_every_n_steps=1,
     )
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=dm)
@@ -213,6 +219,28 @@ def train_and_test(
                 wandb.finish(quiet=True)
     model.best_epoch = int(best_row.get("epoch", -1))  # type: ignore[attr-defined]
     return model, valid, test, test_opt, recorder, fit_seconds
+
+
+def denoise_eval_histories(denoiser: Denoiser, split: SplitData, directory: Path) -> SplitData:
+    """Apply ``denoiser.denoise_eval`` to the validation and test histories (data-level methods
+    that also clean evaluation inputs); decisions are saved under ``directory/<stage>/``."""
+    from dataclasses import replace
+
+    from benchmark.data.sequences import EvalSet
+    from benchmark.export import save_denoised
+
+    changes: dict = {}
+    for stage in ("valid", "test"):
+        ev = getattr(split, stage)
+        decisions = denoiser.denoise_eval(ev.history, stage)
+        if decisions is None:
+            continue
+        save_denoised(directory / stage, split, decisions)
+        changes[stage] = EvalSet(decisions.apply(), ev.targets)
+    if not changes:
+        return split
+    protocol = {**split.protocol, "denoised_eval_histories": ",".join(changes)}
+    return replace(split, protocol=protocol, **changes)
 
 
 def load_data_source(source: str, runs_dir: Path, split: SplitData) -> SplitData:
@@ -267,6 +295,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions)
         split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
+        split = denoise_eval_histories(denoiser, split, out_dir / "denoised")
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         mode = f"transfer from {denoiser.default_native}"
@@ -291,13 +320,14 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
     result = RunResult(
         run_id=rid,
         config=to_dict(cfg),
-        protocol=protocol_of(cfg, split, backbone_cls, mode),
+        protocol=protocol_of(cfg, split, backbone_cls, mode, train_denoiser),
         valid=valid,
         test=test,
         test_optimistic=test_opt,
         curve=recorder.curve,
         timings=timings,
         detection=detection,
+        denoiser_report=denoiser.report() or None,
         mode=mode,
         best_epoch=getattr(model, "best_epoch", -1),
         epochs=len(recorder.epoch_seconds),

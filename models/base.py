@@ -134,10 +134,13 @@ class SequentialRecommender(pl.LightningModule):
     def forward(self, items: torch.Tensor, ctx: StepContext | None = None) -> torch.Tensor:
         """``items [B, L] -> hidden [B, L, h]`` with the denoiser's input transform."""
         embedded = self.embed(items)
+        pad_mask = items == 0
         if ctx is not None:
+            ctx.pad_mask = pad_mask
             embedded = self.denoiser.transform_inputs(embedded, ctx)
             ctx.embedded = embedded
-        hidden = self.encode(embedded, items == 0)
+            pad_mask = ctx.pad_mask  # a denoiser that drops/moves items sets the new padding
+        hidden = self.encode(embedded, pad_mask)
         if ctx is not None:
             ctx.hidden = hidden
         return hidden
@@ -177,13 +180,13 @@ class SequentialRecommender(pl.LightningModule):
 
     def sample_negatives(self, targets: torch.Tensor, history: torch.Tensor) -> torch.Tensor:
         """Uniform negatives ``[M, k]`` in 1..N, redrawing those that hit the target or history
-        (vectorised rejection: at most a few rounds, residual collisions are negligible)."""
+        (vectorised rejection, up to 20 rounds; only draws that collided are redrawn)."""
         k = max(1, self.train_cfg.num_negatives)
         neg = torch.randint(1, self.n_items + 1, (len(targets), k), device=targets.device)
         if not self.train_cfg.exclude_history_negatives:
             return neg
         forbidden = torch.cat([history, targets.view(-1, 1)], dim=1)
-        for _ in range(5):
+        for _ in range(20):
             bad = (neg.unsqueeze(-1) == forbidden.unsqueeze(1)).any(-1)
             if not bad.any():
                 break
@@ -192,8 +195,9 @@ class SequentialRecommender(pl.LightningModule):
 
     # ------------------------------------------------------------------ Lightning steps
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        items, targets = self.training_inputs(batch)
         ctx = StepContext(self, batch, "train", self.current_epoch)
+        batch = ctx.batch = self.denoiser.prepare_batch(ctx)
+        items, targets = self.training_inputs(batch)
         ctx.extras["input_items"] = items
         ctx.extras["targets"] = targets
         hidden = self(items, ctx)
@@ -204,7 +208,10 @@ class SequentialRecommender(pl.LightningModule):
         weights = self.denoiser.sample_weights(ctx)
         if weights is not None:
             w = weights[has_target]
-            rec_loss = (per_target * w).sum() / w.sum().clamp(min=1e-8)
+            if getattr(self.denoiser, "weight_normalisation", "weight") == "count":
+                rec_loss = (per_target * w).sum() / max(len(w), 1)
+            else:
+                rec_loss = (per_target * w).sum() / w.sum().clamp(min=1e-8)
         else:
             rec_loss = per_target.mean()
         total = rec_loss
@@ -219,8 +226,9 @@ class SequentialRecommender(pl.LightningModule):
         return total
 
     def _eval_scores(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
-        items = self.eval_inputs(batch["items"])
         ctx = StepContext(self, batch, stage, self.current_epoch)
+        batch = ctx.batch = self.denoiser.prepare_batch(ctx)
+        items = self.eval_inputs(batch["items"])
         ctx.extras["input_items"] = items
         hidden = self(items, ctx)
         scores = self.score(self.user_state(hidden, batch.get("lengths")))

@@ -1,0 +1,1 @@
+"""Data layer: readers, preprocessing, noise injection, splits and the LightningDataModule."""
