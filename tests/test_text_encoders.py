@@ -1,0 +1,349 @@
+"""Text encoders (MiniLM, LLM2Vec on a tiny local Llama), the on-disk cache and `bench embed`."""
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from benchmark.config import ConfigError
+from benchmark.text import CachedEncoder, TextEncoder, encode_nonblank, make_text_encoder
+from benchmark.text.base import model_fingerprint, resolve_encoder
+from benchmark.text.cache import encoder_directory
+from benchmark.text.llm2vec_encoder import keep_last_words
+from tests.tiny_llama import HIDDEN_SIZE, build_tiny_llama
+
+LONG_TEXT = " ".join(f"cream{i % 7} lotion{i % 5} kaka lolo" for i in range(30))  # ≫ 16 tokens
+
+
+class CountingEncoder:
+    """Fake encoder: a fixed random vector per text (seeded by its hash); records every call."""
+
+    def __init__(self, encoder_id: str = "fake:v1", dim: int = 4, fail_on_call: int | None = None) -> None:
+        self.encoder_id = encoder_id
+        self.dim = dim
+        self.fail_on_call = fail_on_call
+        self.calls: list[list[str]] = []
+
+    @property
+    def n_texts(self) -> int:
+        return sum(len(c) for c in self.calls)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        if self.fail_on_call == len(self.calls):
+            raise KeyboardInterrupt("simulated kill")
+        seeds = [int(hashlib.sha1(t.encode()).hexdigest()[:8], 16) for t in texts]
+        return np.stack([np.random.default_rng(s).standard_normal(self.dim) for s in seeds]).astype(np.float32)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+# --------------------------------------------------------------------------- cache
+def test_cache_second_encode_sends_nothing_and_returns_identical_vectors(tmp_path):
+    fake = CountingEncoder()
+    texts = ["red lipstick", "face cream", "hair gel", "face cream"]
+    cache = CachedEncoder(fake, tmp_path, progress=False)
+    first = cache.encode(texts)
+    assert fake.n_texts == 3 and cache.n_encoded == 3  # the duplicate is encoded once
+    second = cache.encode(texts)
+    assert cache.n_encoded == 0 and cache.n_cached == 3 and fake.n_texts == 3
+    np.testing.assert_array_equal(first, second)
+    again = CachedEncoder(fake, tmp_path, progress=False).encode(texts)  # a new process, in effect
+    assert fake.n_texts == 3
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first, CountingEncoder().encode(texts))
+    assert first.dtype == np.float32 and first.shape == (4, 4)
+
+
+def test_cache_encodes_only_missing_texts_and_keeps_input_order(tmp_path):
+    fake = CountingEncoder()
+    cache = CachedEncoder(fake, tmp_path, progress=False)
+    cache.encode(["a", "b"])
+    out = cache.encode(["c", "b", "a", "c"])
+    assert fake.calls[-1] == ["c"] and cache.n_encoded == 1 and cache.n_cached == 2
+    np.testing.assert_array_equal(out, CountingEncoder().encode(["c", "b", "a", "c"]))
+
+
+def test_cache_is_keyed_by_encoder_id(tmp_path):
+    CachedEncoder(CountingEncoder("fake:v1"), tmp_path, progress=False).encode(["a"])
+    other = CountingEncoder("fake:v2")
+    CachedEncoder(other, tmp_path, progress=False).encode(["a"])
+    assert other.n_texts == 1
+    assert encoder_directory(tmp_path, "fake:v1") != encoder_directory(tmp_path, "fake:v2")
+
+
+def test_cache_survives_interrupted_run_and_resumes(tmp_path):
+    texts = [f"title number {i}" for i in range(5)]
+    dying = CountingEncoder(fail_on_call=2)
+    with pytest.raises(KeyboardInterrupt):
+        CachedEncoder(dying, tmp_path, chunk_size=2, progress=False).encode(texts)
+    fresh = CountingEncoder()
+    cache = CachedEncoder(fresh, tmp_path, chunk_size=2, progress=False)
+    out = cache.encode(texts)
+    assert cache.n_cached == 2 and cache.n_encoded == 3  # the first chunk was kept
+    np.testing.assert_array_equal(out, CountingEncoder().encode(texts))
+
+
+def test_cache_ignores_partial_and_corrupt_files(tmp_path):
+    fake = CountingEncoder()
+    cache = CachedEncoder(fake, tmp_path, progress=False)
+    reference = cache.encode(["a", "b"])
+    directory = cache.directory
+    # a killed writer: a temporary, a vectors file whose keys never landed, a corrupt keys file
+    (directory / ".tmp-0000-x.vecs.npy").write_bytes(b"\x93NUMPY half")
+    np.save(directory / "orphan.vecs.npy", np.ones((1, 4), np.float32))
+    (directory / "corrupt.keys.npy").write_bytes(b"not numpy at all")
+    np.save(directory / "corrupt.vecs.npy", np.ones((1, 4), np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        reader = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+        out = reader.encode(["b", "a"])
+    assert reader.n_encoded == 0
+    np.testing.assert_array_equal(out, reference[::-1])
+    assert any("corrupt.keys.npy" in str(w.message) for w in caught)
+
+
+def test_cache_write_killed_before_commit_leaves_no_visible_shard(tmp_path, monkeypatch):
+    import benchmark.text.cache as cache_module
+
+    real_save = np.save
+
+    def save_then_die(handle, array, **kwargs):
+        if array.dtype.kind == "S":  # the keys file, written last
+            handle.write(b"\x93NUMPY partial")
+            raise KeyboardInterrupt("simulated kill")
+        real_save(handle, array, **kwargs)
+
+    monkeypatch.setattr(cache_module.np, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        CachedEncoder(CountingEncoder(), tmp_path, progress=False).encode(["a"])
+    monkeypatch.setattr(cache_module.np, "save", real_save)
+    names = [p.name for p in encoder_directory(tmp_path, "fake:v1").iterdir()]
+    assert not any(n.endswith(".keys.npy") for n in names) and not any(n.startswith(".tmp-") for n in names)
+    fresh = CountingEncoder()
+    cache = CachedEncoder(fresh, tmp_path, progress=False)
+    cache.encode(["a"])
+    assert cache.n_encoded == 1
+
+
+def test_cache_float16_store_returns_same_rounded_vectors_each_time(tmp_path):
+    cache = CachedEncoder(CountingEncoder(), tmp_path, store_dtype="float16", progress=False)
+    first = cache.encode(["x", "y"])
+    second = CachedEncoder(CountingEncoder(), tmp_path, store_dtype="float16", progress=False).encode(["x", "y"])
+    assert first.dtype == np.float32
+    np.testing.assert_array_equal(first, second)
+
+
+def test_cache_rejects_wrong_shape_and_mismatched_directory(tmp_path):
+    class Broken(CountingEncoder):
+        def encode(self, texts):
+            return np.zeros((len(texts), 3), np.float32)
+
+    with pytest.raises(ValueError, match="expected"):
+        CachedEncoder(Broken(), tmp_path, progress=False).encode(["a"])
+    cache = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+    cache.encode(["a"])
+    (cache.directory / "encoder.json").write_text('{"encoder_id": "someone else", "dim": 4}')
+    with pytest.raises(ConfigError, match="someone else"):
+        CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+
+
+def test_cached_encoder_satisfies_protocol_and_blank_texts_get_zero_rows(tmp_path):
+    fake = CountingEncoder()
+    cache = CachedEncoder(fake, tmp_path, progress=False)
+    assert isinstance(cache, TextEncoder) and cache.dim == 4
+    out = encode_nonblank(cache, ["", "a", "  ", "b"])
+    assert fake.calls == [["a", "b"]] or sorted(fake.calls[0]) == ["a", "b"]
+    assert not out[[0, 2]].any() and np.abs(out[[1, 3]]).sum(axis=1).min() > 0
+
+
+# ---------------------------------------------------------------------- minilm
+@pytest.fixture(scope="module")
+def minilm():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return make_text_encoder("minilm")
+
+
+def test_minilm_bundled_model_orders_similar_sentences_first(minilm):
+    vectors = minilm.encode(
+        ["moisturizing face cream for dry skin", "hydrating facial lotion for dry skin", "remote control toy truck"]
+    )
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32 and minilm.dim == 384
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.3
+    assert minilm.encoder_id.startswith("sentence-transformers:all-MiniLM-L6-v2@")
+
+
+def test_minilm_encoder_id_names_options_that_change_vectors():
+    a = make_text_encoder("minilm")
+    assert a.encoder_id == make_text_encoder("minilm", batch_size=8).encoder_id  # batching is not identity
+    assert a.encoder_id != make_text_encoder("minilm", max_seq_length=32).encoder_id
+    assert a.encoder_id != make_text_encoder("minilm", normalize=True).encoder_id
+
+
+# --------------------------------------------------------------------- llm2vec
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory):
+    return str(build_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+
+
+@pytest.fixture(scope="module")
+def l2v_head(tiny_llama):
+    return make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, device="cpu")
+
+
+def test_llm2vec_returns_finite_hidden_size_vectors_and_zero_for_blank(l2v_head):
+    vectors = l2v_head.encode(["cream lotion", "red lipstick gloss set", "", LONG_TEXT])
+    assert vectors.shape == (4, HIDDEN_SIZE) and vectors.dtype == np.float32 and l2v_head.dim == HIDDEN_SIZE
+    assert np.isfinite(vectors).all()
+    assert not vectors[2].any() and np.abs(vectors[[0, 1, 3]]).sum(axis=1).min() > 0
+
+
+def test_llm2vec_mean_pooling_averages_text_tokens_without_bos(tiny_llama, l2v_head):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    text = "red lipstick gloss set"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    model = AutoModel.from_pretrained(tiny_llama).eval()
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert ids[0, 0] == tokenizer.bos_token_id
+    with torch.no_grad():
+        hidden = model(input_ids=ids).last_hidden_state[0]
+    np.testing.assert_allclose(l2v_head.encode([text])[0], hidden[1:].mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    last = make_text_encoder("llm2vec", model=tiny_llama, pooling_mode="last_token", device="cpu")
+    np.testing.assert_allclose(last.encode([text])[0], hidden[-1].numpy(), rtol=1e-4, atol=1e-5)
+    assert last.encoder_id != l2v_head.encoder_id
+
+
+def test_llm2vec_tail_keeps_last_words_and_head_keeps_first(tiny_llama, l2v_head):
+    tail = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, truncate="tail")
+    short = "cream lotion"
+    long_text = LONG_TEXT + " gel mask"
+    h, t = l2v_head.encode([short, long_text]), tail.encode([short, long_text])
+    np.testing.assert_allclose(h[0], t[0], rtol=1e-4, atol=1e-5)  # short texts are not cut
+    assert np.abs(h[1] - t[1]).max() > 1e-3
+    cut = keep_last_words([long_text], tail.tokenizer, 16)[0]
+    assert long_text.endswith(cut) and len(cut.split()) < len(long_text.split())
+    assert len(tail.tokenizer(cut, add_special_tokens=False)["input_ids"]) <= 16
+    np.testing.assert_allclose(t[1], l2v_head.encode([cut])[0], rtol=1e-4, atol=1e-5)
+    head_cut = " ".join(long_text.split()[: len(cut.split())])
+    assert cosine(h[1], l2v_head.encode([head_cut])[0]) > cosine(h[1], t[1])
+
+
+def test_llm2vec_bidirectional_instruction_and_dtype_change_vectors(tiny_llama, l2v_head):
+    text = ["red lipstick gloss set"]
+    base = l2v_head.encode(text)[0]
+    bi = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, bidirectional=True)
+    instr = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, instruction="Represent:")
+    bf16 = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, dtype="bfloat16")
+    ids = {l2v_head.encoder_id, bi.encoder_id, instr.encoder_id, bf16.encoder_id}
+    assert len(ids) == 4
+    for enc in (bi, instr):
+        vec = enc.encode(text)[0]
+        assert np.isfinite(vec).all() and np.abs(vec - base).max() > 1e-4
+    low = bf16.encode(text)[0]
+    assert low.dtype == np.float32 and cosine(low, base) > 0.95
+
+
+def test_llm2vec_merges_peft_adapter(tiny_llama, l2v_head, tmp_path):
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        peft_model = get_peft_model(
+            AutoModel.from_pretrained(tiny_llama),
+            LoraConfig(r=2, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+        )
+    peft_model.save_pretrained(tmp_path / "adapter")
+    adapted = make_text_encoder("llm2vec", model=tiny_llama, adapter=str(tmp_path / "adapter"),
+                                max_length=64, doc_max_length=16)
+    assert "adapter=adapter@" in adapted.encoder_id
+    text = ["red lipstick gloss set"]
+    assert np.abs(adapted.encode(text) - l2v_head.encode(text)).max() > 1e-4
+
+
+def test_llm2vec_encoder_id_follows_model_content(tmp_path):
+    a = build_tiny_llama(tmp_path / "a", seed=0)
+    b = build_tiny_llama(tmp_path / "b", seed=1)
+    assert model_fingerprint(a) != model_fingerprint(b)
+    ida = make_text_encoder("llm2vec", model=str(a)).encoder_id
+    assert ida == make_text_encoder("llm2vec", model=str(a), batch_size=2).encoder_id
+    assert ida != make_text_encoder("llm2vec", model=str(a), truncate="tail").encoder_id
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({}, "'model' is required"),
+        ({"model": "/no/such/dir"}, "does not exist"),
+        ({"model": "org/name", "truncate": "middle"}, "truncate"),
+        ({"model": "org/name", "pooling_mode": "max"}, "pooling_mode"),
+        ({"model": "org/name", "dtype": "int8"}, "dtype"),
+        ({"model": "org/name", "doc_max_length": 600}, "doc_max_length"),
+        ({"model": "org/name", "no_such_key": 1}, "no_such_key"),
+    ],
+)
+def test_llm2vec_config_errors_name_the_key(options, message):
+    with pytest.raises(ConfigError, match=message):
+        make_text_encoder("llm2vec", **options)
+
+
+def test_hub_model_name_is_accepted_without_download():
+    enc = make_text_encoder("llm2vec", model="meta-llama/Llama-3.1-8B-Instruct", max_length="512")
+    assert enc.encoder_id.startswith("llm2vec:meta-llama/Llama-3.1-8B-Instruct|") and enc._l2v is None
+
+
+# ----------------------------------------------------------------------- embed
+def test_encoder_presets_resolve_to_backends():
+    assert resolve_encoder("minilm", {"batch_size": "8"}) == (
+        "minilm", {"model": "", "batch_size": "8", "device": "cpu", "normalize": False}
+    )
+    backend, options = resolve_encoder("llm2vec-llama31-8b", {"truncate": "tail"})
+    assert backend == "llm2vec" and options["truncate"] == "tail" and options["pooling_mode"] == "mean"
+    assert resolve_encoder("llm2vec", {"model": "x"}) == ("llm2vec", {"model": "x"})
+
+
+def test_bench_embed_encodes_item_texts_through_cache(tiny_llama, tmp_path, monkeypatch, capsys):
+    import benchmark.commands.embed as embed
+    from benchmark.cli import main
+
+    seen = {}
+
+    def fake_items(dataset, overrides):
+        seen["args"] = (dataset, overrides)
+        return ["", "cream lotion", "", "red lipstick gloss set"]
+
+    monkeypatch.setattr(embed, "load_item_text", fake_items)
+    argv = ["embed", "--dataset", "toy", "--encoder", "llm2vec", "--cache-dir", str(tmp_path / "cache"),
+            "--output", str(tmp_path / "items.npy"), "--no-progress", f"model={tiny_llama}", "max_length=64", "doc_max_length=16",
+            "dataset.k_core=5"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert seen["args"] == ("toy", ["dataset.k_core=5"])
+    assert "3 items, 1 without text" in first and "encoded now 2" in first and f"4 x {HIDDEN_SIZE}" in first
+    vectors = np.load(tmp_path / "items.npy")
+    assert vectors.shape == (4, HIDDEN_SIZE) and not vectors[[0, 2]].any() and np.isfinite(vectors).all()
+    assert main(argv) == 0
+    assert "encoded now 0, from cache 2" in capsys.readouterr().out
+    np.testing.assert_array_equal(np.load(tmp_path / "items.npy"), vectors)
+
+
+def test_bench_embed_rejects_malformed_override(capsys):
+    from benchmark.cli import main
+
+    assert main(["embed", "--dataset", "toy", "novalue"]) == 2
+    assert "expected key=value" in capsys.readouterr().err
+
+
+def test_load_item_text_reads_the_catalog_dataset():
+    from benchmark.commands.embed import load_item_text
+
+    texts = load_item_text("synthetic", ["dataset.synthetic.n_users=20", "dataset.synthetic.n_items=15"])
+    assert len(texts) == 16 and texts[0] == "" and all(isinstance(t, str) for t in texts)
