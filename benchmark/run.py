@@ -66,7 +66,9 @@ class EpochRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.epoch_seconds.append(time.perf_counter() - self._start)
 
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before
+        # the module's, so the epoch's metrics are in callback_metrics only from here on.
         if trainer.sanity_checking:
             return
         row = {"epoch": trainer.current_epoch}
@@ -140,17 +142,10 @@ def _make_loggers(cfg: DictConfig, out_dir: Path, rid: str) -> list:
     return loggers
 
 
-def train_and_test(
-    cfg: DictConfig,
-    split: SplitData,
-    backbone_name: str,
-    denoiser: Denoiser,
-    out_dir: Path,
-    rid: str,
-) -> tuple[SequentialRecommender, dict, dict, dict, EpochRecorder, float]:
-    """Train ``backbone_name`` with ``denoiser``'s hooks; test with the best checkpoint.
+def build_model_and_data(cfg: DictConfig, split: SplitData, backbone_name: str, denoiser: Denoiser):
+    """The backbone (with ``denoiser`` attached) and its datamodule, as a run builds them.
 
-    Returns (model, best valid metrics, test metrics, optimistic test metrics, recorder, fit seconds)."""
+    Returns ``(model, datamodule)``; shared by runs and ``bench perf``."""
     from benchmark.data.datamodule import SeqDataModule
 
     backbone_cls = BACKBONES.get(backbone_name)
@@ -174,6 +169,21 @@ def train_and_test(
     eval_cfg = OmegaConf.to_object(cfg.eval)
     shape = ModelShape(n_items=split.n_items, n_users=split.n_users, max_len=int(cfg.dataset.max_len))
     model = backbone_cls.from_config(section, shape, train_cfg, eval_cfg, denoiser)
+    return model, dm
+
+
+def train_and_test(
+    cfg: DictConfig,
+    split: SplitData,
+    backbone_name: str,
+    denoiser: Denoiser,
+    out_dir: Path,
+    rid: str,
+) -> tuple[SequentialRecommender, dict, dict, dict, EpochRecorder, float]:
+    """Train ``backbone_name`` with ``denoiser``'s hooks; test with the best checkpoint.
+
+    Returns (model, best valid metrics, test metrics, optimistic test metrics, recorder, fit seconds)."""
+    model, dm = build_model_and_data(cfg, split, backbone_name, denoiser)
     recorder = EpochRecorder()
     ckpt_dir = out_dir / "checkpoints" / backbone_name
     callbacks = [
@@ -216,7 +226,7 @@ def train_and_test(
                 lg.finalize("success")
                 import wandb
 
-                wandb.finish(quiet=True)
+                wandb.finish()
     model.best_epoch = int(best_row.get("epoch", -1))  # type: ignore[attr-defined]
     return model, valid, test, test_opt, recorder, fit_seconds
 

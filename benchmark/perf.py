@@ -1,0 +1,221 @@
+"""``bench perf``: training/evaluation throughput of backbones and the per-epoch cost of
+denoisers relative to the plain backbone, measured side by side in one process.
+
+Training is timed with the same model, datamodule and ``training_step`` a run uses (built by
+``benchmark.run.build_model_and_data``), outside the Trainer so that only the step work is
+measured. Denoiser and plain epochs alternate over ``reps`` repetitions; the report gives the
+median and the spread (min-max). Throughput counts *training targets* per second, so the
+one-pass constructions (a target at every position) and per-prefix instances compare.
+"""
+from __future__ import annotations
+
+import json
+import resource
+import statistics
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from benchmark.config import compose, to_dict
+from benchmark.data.sequences import SplitData
+from benchmark.metrics import target_ranks
+from benchmark.provenance import git_commit, library_versions, machine
+
+
+@dataclass
+class EpochTiming:
+    seconds: float
+    targets: int
+    batches: int
+
+    @property
+    def targets_per_second(self) -> float:
+        return self.targets / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class PerfEntry:
+    backbone: str
+    denoiser: str
+    epochs: list[EpochTiming] = field(default_factory=list)
+    setup_seconds: float = 0.0  # one-off: embeddings, graphs, LLM scoring, data-level fit
+
+    def median_seconds(self) -> float:
+        return statistics.median(e.seconds for e in self.epochs)
+
+
+def _n_targets(batch: dict[str, torch.Tensor], instances: str) -> int:
+    if instances == "windows":
+        return int((batch["items"] > 0).sum())
+    return int((batch["targets"] > 0).sum())
+
+
+def time_epoch(model, dm, max_batches: int | None = None, batches: list | None = None) -> EpochTiming:
+    """One training epoch (or ``max_batches`` steps) with optimiser updates; ``batches``
+    (pre-materialised) bypasses the DataLoader to measure the step alone."""
+    model.train()
+    opt = model.configure_optimizers()
+    source = batches if batches is not None else dm.train_dataloader()
+    n_targets = n_batches = 0
+    start = time.perf_counter()
+    for i, batch in enumerate(source):
+        if max_batches is not None and i >= max_batches:
+            break
+        loss = model.training_step(batch, i)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n_targets += _n_targets(batch, dm.train_instances)
+        n_batches += 1
+    model.denoiser.on_train_epoch_end(model, 0)
+    return EpochTiming(time.perf_counter() - start, n_targets, n_batches)
+
+
+@torch.no_grad()
+def time_full_ranking(model, dm) -> tuple[float, int]:
+    """Seconds to score all test users against all items and rank their targets."""
+    model.eval()
+    start = time.perf_counter()
+    n = 0
+    for batch in dm.test_dataloader():
+        scores = model._eval_scores(batch, "test")
+        target_ranks(scores, batch["targets"])
+        n += len(batch["targets"])
+    return time.perf_counter() - start, n
+
+
+def _build(cfg: DictConfig, split: SplitData, backbone: str, denoiser_name: str):
+    from benchmark.resources import Resources
+    from benchmark.run import build_model_and_data
+    from denoisers.base import make_denoiser
+
+    torch.manual_seed(int(cfg.seed))
+    resources = Resources(split, seed=int(cfg.seed))
+    start = time.perf_counter()
+    section = to_dict(compose(backbone=backbone, denoiser=denoiser_name, dataset=cfg.dataset.name).denoiser)
+    denoiser = make_denoiser(section, resources)
+    data_split = split
+    if denoiser.level == "data":
+        denoiser.fit(split.train, resources)
+        data_split = split.with_train(denoiser.denoise(split.train).apply())
+        denoiser = make_denoiser({"name": "none"}, resources)
+    model, dm = build_model_and_data(cfg, data_split, backbone, denoiser)
+    return model, dm, time.perf_counter() - start
+
+
+def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: list[str], reps: int = 3,
+            max_batches: int | None = None) -> dict:
+    """Side-by-side measurements; returns the JSON-able report dict."""
+    warnings.filterwarnings("ignore", message=".*self.log.*")
+    report: dict = {"dataset": cfg.dataset.name, "n_users": split.n_users, "n_items": split.n_items,
+                    "train_interactions": int(len(split.train.items)), "reps": reps, "max_batches": max_batches,
+                    "backbones": {}, "denoisers": []}
+    for backbone in backbones:
+        built = {name: _build(cfg, split, backbone, name) for name in ["none", *denoisers]}
+        entries = {name: PerfEntry(backbone, name, setup_seconds=b[2]) for name, b in built.items()}
+        for _ in range(reps):  # alternate plain and denoiser epochs
+            for name, (model, dm, _) in built.items():
+                entries[name].epochs.append(time_epoch(model, dm, max_batches))
+        model, dm, _ = built["none"]
+        in_memory = [b for i, b in zip(range(max_batches or 10**9), dm.train_dataloader())]
+        step_only = time_epoch(model, dm, max_batches, batches=in_memory)
+        eval_seconds, n_eval = time_full_ranking(model, dm)
+        plain = entries["none"]
+        best = max(plain.epochs, key=lambda e: e.targets_per_second)
+        report["backbones"][backbone] = {
+            "train_instances": dm.train_instances,
+            "seconds_per_epoch": plain.median_seconds(),
+            "epoch_spread": [min(e.seconds for e in plain.epochs), max(e.seconds for e in plain.epochs)],
+            "targets_per_epoch": best.targets,
+            "targets_per_second": statistics.median(e.targets_per_second for e in plain.epochs),
+            "step_only_targets_per_second": step_only.targets_per_second,
+            "loader_overhead": (plain.median_seconds() / step_only.seconds - 1.0) if step_only.seconds else 0.0,
+            "eval_users": n_eval,
+            "eval_seconds": eval_seconds,
+            "eval_users_per_second": n_eval / eval_seconds if eval_seconds else 0.0,
+        }
+        for name in denoisers:
+            e = entries[name]
+            ratios = [d.seconds / p.seconds for d, p in zip(e.epochs, plain.epochs) if p.seconds]
+            report["denoisers"].append({
+                "backbone": backbone, "denoiser": name,
+                "seconds_per_epoch": e.median_seconds(),
+                "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+                "setup_seconds": e.setup_seconds,
+            })
+    report["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return report
+
+
+def scaling(backbones: list[str], factors=(1, 2, 4, 8), base_users: int = 500, max_batches: int | None = None) -> list[dict]:
+    """Epoch cost on synthetic data at ``base_users × factor`` users."""
+    from benchmark.data.build import build_split_data
+
+    rows = []
+    for factor in factors:
+        cfg = compose(dataset="synthetic", overrides=[f"dataset.synthetic.n_users={base_users * factor}", "logging.wandb=disabled"])
+        split = build_split_data(cfg.dataset)
+        for backbone in backbones:
+            model, dm, _ = _build(cfg, split, backbone, "none")
+            t = time_epoch(model, dm, max_batches)
+            rows.append({"factor": factor, "users": split.n_users, "interactions": int(len(split.train.items)),
+                         "backbone": backbone, "seconds": t.seconds, "targets_per_second": t.targets_per_second})
+    return rows
+
+
+def plot_scaling(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2), dpi=100)
+    for backbone in sorted({r["backbone"] for r in rows}):
+        pts = sorted((r["interactions"], r["seconds"]) for r in rows if r["backbone"] == backbone)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=backbone)
+    ax.set_xlabel("training interactions")
+    ax.set_ylabel("seconds per epoch")
+    ax.set_title("Epoch cost vs data size (synthetic)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render_markdown(report: dict, command: str) -> str:
+    lines = [f"# Performance: {report['dataset']}", "",
+             f"{report['n_users']} users, {report['n_items']} items, {report['train_interactions']} training interactions; "
+             f"{report['reps']} alternating repetitions" + (f", {report['max_batches']} batches per epoch" if report["max_batches"] else ", full epochs") + ".", "",
+             "| backbone | instances | s/epoch (median, min–max) | targets/s | targets/s (data in memory) | loader overhead | eval users/s (full ranking) |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for name, b in report["backbones"].items():
+        lines.append(f"| {name} | {b['train_instances']} | {b['seconds_per_epoch']:.2f} ({b['epoch_spread'][0]:.2f}–{b['epoch_spread'][1]:.2f}) | "
+                     f"{b['targets_per_second']:,.0f} | {b['step_only_targets_per_second']:,.0f} | {100 * b['loader_overhead']:+.0f}% | "
+                     f"{b['eval_users_per_second']:,.0f} ({b['eval_users']} users in {b['eval_seconds']:.2f} s) |")
+    if report["denoisers"]:
+        lines += ["", "| backbone | denoiser | s/epoch | × plain (median) | min–max | one-off setup s |", "|---|---|---:|---:|---:|---:|"]
+        for d in report["denoisers"]:
+            lines.append(f"| {d['backbone']} | {d['denoiser']} | {d['seconds_per_epoch']:.2f} | {d['ratio_median']:.2f} | "
+                         f"{d['ratio_min']:.2f}–{d['ratio_max']:.2f} | {d['setup_seconds']:.1f} |")
+    if report.get("scaling"):
+        lines += ["", "Scaling (synthetic):", "", "| backbone | users | interactions | s/epoch | targets/s |", "|---|---:|---:|---:|---:|"]
+        for r in report["scaling"]:
+            lines.append(f"| {r['backbone']} | {r['users']} | {r['interactions']} | {r['seconds']:.2f} | {r['targets_per_second']:,.0f} |")
+    m = report["machine"]
+    lines += ["", f"Peak RSS: {report['peak_rss_mb']:.0f} MB. Machine: {m['cpu']}, {m['cores']} cores, torch threads {m['torch_threads']}; "
+              + ", ".join(f"{k} {v}" for k, v in report["versions"].items() if k in ("python", "torch", "pytorch-lightning")) + ".",
+              "", f"Generated by `{command}` at commit {report['git_commit']}.", ""]
+    return "\n".join(lines)
+
+
+def write_report(report: dict, out: Path, command: str) -> tuple[Path, Path]:
+    report = {**report, "machine": machine(), "versions": library_versions(), "git_commit": git_commit(), "command": command}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
+    json_path.write_text(json.dumps(report, indent=2, sort_keys=True))
+    md_path.write_text(render_markdown(report, command))
+    return md_path, json_path
