@@ -9,7 +9,8 @@
 * ``masks.tsv``: one line per source position (user, position, item, keep, replacement, score).
 
 ``load_denoised_split(dir, split)`` replaces ``split.train`` with the rewritten sequences,
-after checking that the stored source matches the split being loaded.
+after checking that the stored source matches the split being loaded; evaluation histories
+exported under ``<dir>/valid`` and ``<dir>/test`` (same layout) replace those histories too.
 """
 from __future__ import annotations
 
@@ -69,4 +70,25 @@ def load_denoised_split(directory: Path, split: SplitData) -> SplitData:
             f"{directory}: the exported decisions were made on different training data than "
             f"dataset '{split.name}' with this configuration (dataset, noise and split must match the denoising run)"
         )
-    return split.with_train(decisions.apply(), data_source=str(directory))
+    out = split.with_train(decisions.apply(), data_source=str(directory))
+    return _load_eval_histories(directory, out)
+
+
+def _load_eval_histories(directory: Path, split: SplitData) -> SplitData:
+    """Apply exported evaluation-history decisions (``<dir>/valid``, ``<dir>/test``, written by
+    ``benchmark.run.denoise_eval_histories``) when present."""
+    from dataclasses import replace
+
+    from benchmark.data.sequences import EvalSet
+
+    changes = {}
+    for stage in ("valid", "test"):
+        sub = directory / stage
+        if not (sub / "decisions.npz").exists():
+            continue
+        decisions = load_decisions(sub)
+        history = getattr(split, stage).history
+        if not np.array_equal(decisions.source.items, history.items) or not np.array_equal(decisions.source.offsets, history.offsets):
+            raise ValueError(f"{sub}: the exported {stage} decisions were made on different {stage} histories")
+        changes[stage] = EvalSet(decisions.apply(), getattr(split, stage).targets)
+    return replace(split, **changes) if changes else split

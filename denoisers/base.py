@@ -36,8 +36,11 @@ class StepContext:
     """What a training/evaluation step exposes to the denoiser hooks.
 
     ``embedded [B, L, d]`` and ``hidden [B, L, h]`` are filled in as the step progresses;
-    ``stage`` is ``"train"``, ``"valid"`` or ``"test"``; ``extras`` carries method state
-    between hooks of the same step."""
+    ``pad_mask [B, L]`` (True = padding) is set from the input items before
+    ``transform_inputs``, which may replace it (e.g. after dropping items and compacting the
+    kept ones to the right end); ``encode`` receives the final value. ``stage`` is
+    ``"train"``, ``"valid"`` or ``"test"``; ``extras`` carries method state between hooks of
+    the same step."""
 
     model: "SequentialRecommender"
     batch: dict[str, torch.Tensor]
@@ -45,6 +48,7 @@ class StepContext:
     epoch: int
     embedded: torch.Tensor | None = None
     hidden: torch.Tensor | None = None
+    pad_mask: torch.Tensor | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
 
@@ -70,6 +74,14 @@ class Denoiser(nn.Module):
     level: ClassVar[str] = "none"
     native_backbones: ClassVar[tuple[str, ...] | None] = None
     default_native: ClassVar[str | None] = None
+    # Training-instance construction a train-level method needs while it trains jointly
+    # (e.g. "prefix": one target in the last slot per instance); None = the backbone's default.
+    # An explicit ``train.train_instances`` (not "auto") still wins.
+    train_instances: ClassVar[str | None] = None
+    # How the backbone normalises ``sum(w * loss)`` when ``sample_weights`` returns weights:
+    # "weight" divides by ``sum(w)``, "count" by the number of targets (so down-weighting
+    # also lowers the effective learning rate, as in SAID's summed loss).
+    weight_normalisation: str = "weight"
 
     def __init__(self, cfg: Any = None, resources: "Resources | None" = None) -> None:
         super().__init__()
@@ -99,9 +111,22 @@ class Denoiser(nn.Module):
         """Decisions for every position of ``sequences``; identity by default."""
         return DenoisedSequences(sequences, keep=torch.ones(len(sequences.items), dtype=torch.bool).numpy())
 
+    def denoise_eval(self, history: Sequences, stage: str) -> DenoisedSequences | None:
+        """Data level: decisions for the evaluation histories of ``stage`` (``"valid"`` or
+        ``"test"``), called after ``fit``; None (the default) leaves them unchanged. The harness
+        applies the result to ``split.<stage>.history`` (targets are never part of a history)."""
+        return None
+
     # ------------------------------------------------------------------ training time
     def attach(self, model: "SequentialRecommender") -> None:
         """Called once the backbone exists (sizes known): create parameters here."""
+
+    def prepare_batch(self, ctx: StepContext) -> dict[str, torch.Tensor]:
+        """Rewrite ``ctx.batch`` before the backbone reads it, at every stage (``ctx.stage``):
+        e.g. random crops of training windows, corrected evaluation histories. Returns the batch
+        to use (default: unchanged); the backbone stores it back in ``ctx.batch``. Evaluation
+        targets must not change."""
+        return ctx.batch
 
     def transform_inputs(self, embedded: torch.Tensor, ctx: StepContext) -> torch.Tensor:
         """Modify the input embeddings ``[B, L, d]`` before ``encode``."""
@@ -117,6 +142,10 @@ class Denoiser(nn.Module):
 
     def on_train_epoch_end(self, model: "SequentialRecommender", epoch: int) -> None:
         """Epoch bookkeeping (e.g. swap the previous-epoch mask)."""
+
+    def report(self) -> dict:
+        """Method-specific diagnostics stored in the run result (``denoiser_report``)."""
+        return {}
 
     def export(self, model: "SequentialRecommender", sequences: Sequences) -> DenoisedSequences:
         """Joint methods: the final keep decisions for ``sequences`` (transfer protocol)."""

@@ -1,0 +1,89 @@
+"""``bench grid FILE``: run every cell of a grid file that is not yet in the result store."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+DEFAULT_STORE = "results"
+
+
+def register(sub) -> None:
+    p = sub.add_parser("grid", help="run a grid of configurations (resumable; local processes or Ray)",
+                       description="Expand configs/grids/NAME.yaml into cells and run the ones missing from the "
+                                   "result store. Finished cells are skipped, failed cells are retried unless "
+                                   "--skip-failed; Ctrl-C/SIGTERM keeps everything finished.")
+    p.add_argument("grid", help="grid file, e.g. configs/grids/ml100k.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value applied to every cell (changes run ids), e.g. profile=quick")
+    p.add_argument("--dry-run", action="store_true", help="list the cells and their status; run nothing")
+    p.add_argument("--store", default=DEFAULT_STORE, help=f"result store directory (default: {DEFAULT_STORE})")
+    p.add_argument("--runs-dir", default="runs", help="run directories (default: runs)")
+    p.add_argument("--skip-failed", action="store_true", help="do not retry cells with a failure record")
+    p.add_argument("--launcher", choices=("local", "ray"), default="local")
+    p.add_argument("--workers", type=int, default=1, help="local: cells in parallel, each in its own process")
+    p.add_argument("--ray-address", default=None, help="ray: cluster address (default: start a local instance)")
+    p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs reserved per cell")
+    p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs reserved per cell")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=main)
+
+
+def display_path(path: str | Path) -> str:
+    """``path`` relative to the repository when inside it (stable across machines), else as given."""
+    from benchmark.provenance import REPO_DIR
+
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(REPO_DIR))
+    except ValueError:
+        return str(path)
+
+
+def command_line(grid_file: str, overrides: list[str], store: str) -> str:
+    """The canonical command recorded with every row (launcher options do not change results)."""
+    parts = ["bench", "grid", grid_file, *overrides]
+    if store != DEFAULT_STORE:
+        parts += ["--store", store]
+    return shlex.join(parts)
+
+
+def main(args) -> int:
+    from benchmark.cli import UserError
+    from benchmark.grid import expand, load_grid, plan, run_grid
+    from benchmark.store import ResultStore
+
+    if args.workers < 1:
+        raise UserError(f"--workers {args.workers}: expected >= 1")
+    if args.launcher == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError as exc:
+            raise UserError("--launcher ray needs Ray: pip install 'dsr-bench[ray]' (or 'ray[default]')") from exc
+    spec = load_grid(args.grid)
+    cells = expand(spec, args.overrides)
+    store = ResultStore(args.store)
+    p = plan(cells, store.statuses(), args.skip_failed)
+    if args.dry_run:
+        done = {c.run_id for c in p.done}
+        failed = {c.run_id for c in p.failed}
+        for c in cells:
+            status = "done" if c.run_id in done else ("failed" if c.run_id in failed else "todo")
+            print(f"{c.index:4d}  {c.run_id}  {status:6s}  {c.label}")
+        print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.failed)} failed "
+              f"({'skipped' if args.skip_failed else 'will retry'}), {len(p.todo)} to run; store {args.store}")
+        return 0
+    grid_file = display_path(args.grid)
+    remote = args.launcher == "ray" and args.ray_address
+    runs_dir = args.runs_dir if remote else str(Path(args.runs_dir).resolve())  # workers may have another cwd
+    summary = run_grid(
+        cells, args.store, runs_dir, grid_name=spec.name, grid_file=grid_file,
+        command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
+        workers=args.workers, ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+        gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
+    )
+    print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed); "
+          f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed; store {args.store}")
+    print("ran: " + ",".join(summary.ran))
+    if summary.interrupted:
+        print(f"grid {spec.name}: interrupted; finished cells are stored, run the same command to resume")
+        return 130
+    return 1 if summary.failed else 0

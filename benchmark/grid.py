@@ -1,0 +1,401 @@
+"""Grid files: datasets × noise settings × backbones × denoisers (× hyperparameters) × seeds.
+
+A grid file (``configs/grids/<name>.yaml``) is plain YAML::
+
+    name: ml100k                 # optional; default: the file's stem (also the W&B group)
+    description: ...             # optional, free text
+    profile: quick               # optional, a configs/profiles/ file applied to every cell
+    overrides: [train.lr=0.001]  # optional, key=value applied to every cell
+    datasets: [ml-100k]          # names, or {name: beauty, overrides: [dataset.max_len=32]}
+    noise:                       # optional; default [{kind: none}]
+      - {kind: none}
+      - {kind: replace, alpha: 0.1}
+    backbones: [gru4rec, sasrec]
+    denoisers: [none, hsd, said]
+    denoiser_params:             # optional: lists of values per denoiser key (cartesian product)
+      said: {a: [0.2, 0.4]}
+    seeds: [0, 1, 2]
+    include:                     # optional: extra (backbone, denoiser) pairs, crossed with
+      - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them
+    exclude:                     # optional: drop cells matching every given field
+      - {backbone: caser, denoiser: steam}
+
+:func:`load_grid` validates the file (errors name the file and the key); :func:`expand` turns
+it into :class:`Cell` s, each a composition recipe for :func:`benchmark.config.compose` plus its
+run id. Cells are ordered dataset → noise → seed → backbone → denoiser, so a partly finished
+grid already holds a complete first seed.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmark.config import ConfigError, compose, run_id
+
+_TOP_KEYS = {"name", "description", "profile", "overrides", "datasets", "noise", "backbones", "denoisers",
+             "denoiser_params", "seeds", "include", "exclude"}
+_NOISE_KEYS = {"kind", "alpha", "protect_valid", "keep", "delete", "insert", "seed"}
+_NOISE_KINDS = {"none", "replace", "steam", "target_flip"}
+_MATCH_KEYS = {"dataset", "noise", "backbone", "denoiser", "seed"}
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass
+class GridSpec:
+    """A validated grid file."""
+
+    name: str
+    path: str
+    datasets: list[DatasetEntry]
+    noise: list[dict]
+    backbones: list[str]
+    denoisers: list[str]
+    seeds: list[int]
+    profile: str | None = None
+    overrides: list[str] = field(default_factory=list)
+    denoiser_params: dict[str, dict[str, list]] = field(default_factory=dict)
+    include: list[dict] = field(default_factory=list)
+    exclude: list[dict] = field(default_factory=list)
+    description: str = ""
+
+
+@dataclass
+class Cell:
+    """One grid cell: the recipe to compose its config, its run id and readable labels."""
+
+    index: int
+    run_id: str
+    dataset: str
+    backbone: str
+    denoiser: str
+    seed: int
+    noise: str  # label, e.g. "clean" or "replace α=0.1"
+    params: dict[str, Any]
+    profile: str | None
+    overrides: list[str]
+
+    def compose(self):
+        """The cell's resolved run config (``DictConfig``)."""
+        return compose(backbone=self.backbone, denoiser=self.denoiser, dataset=self.dataset,
+                       profile=self.profile, overrides=list(self.overrides))
+
+    @property
+    def label(self) -> str:
+        params = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
+        den = f"{self.denoiser}({params})" if params else self.denoiser
+        return f"{self.dataset} | {self.noise} | {self.backbone} | {den} | seed {self.seed}"
+
+
+def _fmt(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, dict, bool)) or value is None else str(value)
+
+
+def _dotvalue(value: Any) -> str:
+    """A value as the right-hand side of an OmegaConf dotlist override (JSON is valid YAML)."""
+    return json.dumps(value)
+
+
+def noise_label(noise: dict) -> str:
+    """Readable label of a noise setting: ``clean``, ``replace α=0.1``, ``steam 0.8/0.1/0.1``,
+    ``target_flip ρ=0.1`` (a non-default noise seed or protect_valid is appended)."""
+    kind = noise.get("kind", "none")
+    if kind == "none":
+        base = "clean"
+    elif kind == "replace":
+        base = f"replace α={_num(noise.get('alpha', 0.1))}"
+    elif kind == "steam":
+        base = "steam " + "/".join(_num(noise.get(k, d)) for k, d in (("keep", 0.8), ("delete", 0.1), ("insert", 0.1)))
+    elif kind == "target_flip":
+        base = f"target_flip ρ={_num(noise.get('alpha', 0.1))}"
+    else:
+        base = str(kind)
+    extra = []
+    if kind != "none" and noise.get("protect_valid"):
+        extra.append("protect_valid")
+    if kind != "none" and noise.get("seed") not in (None, 2024):
+        extra.append(f"noise seed {noise['seed']}")
+    return base + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _num(x: Any) -> str:
+    return f"{float(x):g}"
+
+
+def _err(path: str, key: str, msg: str) -> ConfigError:
+    return ConfigError(f"{path}: key '{key}': {msg}")
+
+
+def _str_list(raw: dict, key: str, path: str, required: bool = True) -> list[str]:
+    value = raw.get(key)
+    if value is None:
+        if required:
+            raise _err(path, key, "missing; expected a non-empty list of names")
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise _err(path, key, f"expected a non-empty list of names, got {value!r}")
+    return list(dict.fromkeys(value))
+
+
+def load_grid(path: str | Path) -> GridSpec:
+    """Read and validate a grid file; raises :class:`ConfigError` naming the file and key."""
+    from benchmark.registry import BACKBONES, DATASETS, DENOISERS
+
+    p = Path(path)
+    spath = str(p)
+    if not p.exists():
+        raise ConfigError(f"{spath}: grid file not found")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{spath}: cannot parse YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{spath}: expected a mapping with keys {', '.join(sorted(_TOP_KEYS))}")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise _err(spath, unknown[0], f"unknown key; accepted keys: {', '.join(sorted(_TOP_KEYS))}")
+
+    datasets = []
+    raw_ds = raw.get("datasets")
+    if not isinstance(raw_ds, list) or not raw_ds:
+        raise _err(spath, "datasets", "expected a non-empty list of dataset names or {name, overrides} mappings")
+    for i, entry in enumerate(raw_ds):
+        if isinstance(entry, str):
+            entry = {"name": entry}
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or set(entry) - {"name", "overrides"}:
+            raise _err(spath, f"datasets[{i}]", f"expected a name or {{name: ..., overrides: [...]}}, got {entry!r}")
+        if entry["name"] not in DATASETS.names():
+            raise _err(spath, f"datasets[{i}]", f"unknown dataset '{entry['name']}'; available: {', '.join(DATASETS.names())}")
+        ov = entry.get("overrides", []) or []
+        if not isinstance(ov, list) or not all(isinstance(o, str) and "=" in o for o in ov):
+            raise _err(spath, f"datasets[{i}].overrides", f"expected a list of key=value strings, got {ov!r}")
+        datasets.append(DatasetEntry(entry["name"], tuple(ov)))
+
+    noise = raw.get("noise") or [{"kind": "none"}]
+    if not isinstance(noise, list):
+        raise _err(spath, "noise", "expected a list of noise settings such as {kind: replace, alpha: 0.1}")
+    for i, n in enumerate(noise):
+        if not isinstance(n, dict) or set(n) - _NOISE_KEYS or n.get("kind", "none") not in _NOISE_KINDS:
+            raise _err(spath, f"noise[{i}]", f"expected a mapping with kind in {sorted(_NOISE_KINDS)} and keys "
+                                              f"from {sorted(_NOISE_KEYS)}, got {n!r}")
+
+    backbones = _str_list(raw, "backbones", spath)
+    for i, b in enumerate(backbones):
+        if b not in BACKBONES.names():
+            raise _err(spath, f"backbones[{i}]", f"unknown backbone '{b}'; available: {', '.join(BACKBONES.names())}")
+    denoisers = _str_list(raw, "denoisers", spath)
+    for i, d in enumerate(denoisers):
+        if d not in DENOISERS.names():
+            raise _err(spath, f"denoisers[{i}]", f"unknown denoiser '{d}'; available: {', '.join(DENOISERS.names())}")
+
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        raise _err(spath, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
+
+    params = raw.get("denoiser_params") or {}
+    if not isinstance(params, dict):
+        raise _err(spath, "denoiser_params", "expected a mapping denoiser -> {key: [values]}")
+    for den, table in params.items():
+        if den not in DENOISERS.names():
+            raise _err(spath, f"denoiser_params.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
+        fields = set(getattr(DENOISERS.get(den).Config, "__dataclass_fields__", {}))
+        if not isinstance(table, dict):
+            raise _err(spath, f"denoiser_params.{den}", "expected a mapping key -> list of values")
+        for key, values in table.items():
+            if key not in fields:
+                raise _err(spath, f"denoiser_params.{den}.{key}",
+                           f"not a hyperparameter of {den}; accepted: {', '.join(sorted(fields)) or '(none)'}")
+            if not isinstance(values, list) or not values:
+                raise _err(spath, f"denoiser_params.{den}.{key}", f"expected a non-empty list of values, got {values!r}")
+
+    overrides = raw.get("overrides") or []
+    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+        raise _err(spath, "overrides", f"expected a list of key=value strings, got {overrides!r}")
+    profile = raw.get("profile")
+    if profile is not None and not isinstance(profile, str):
+        raise _err(spath, "profile", f"expected a profile name, got {profile!r}")
+
+    blocks = {}
+    for key in ("include", "exclude"):
+        entries = raw.get(key) or []
+        if not isinstance(entries, list):
+            raise _err(spath, key, "expected a list of mappings with keys from " + ", ".join(sorted(_MATCH_KEYS)))
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or not e or set(e) - _MATCH_KEYS:
+                raise _err(spath, f"{key}[{i}]", f"expected a mapping with keys from {sorted(_MATCH_KEYS)}, got {e!r}")
+            if key == "include" and not {"backbone", "denoiser"} <= set(e):
+                raise _err(spath, f"include[{i}]", "an include entry needs at least backbone and denoiser")
+            if "backbone" in e and e["backbone"] not in BACKBONES.names():
+                raise _err(spath, f"{key}[{i}].backbone", f"unknown backbone '{e['backbone']}'")
+            if "denoiser" in e and e["denoiser"] not in DENOISERS.names():
+                raise _err(spath, f"{key}[{i}].denoiser", f"unknown denoiser '{e['denoiser']}'")
+        blocks[key] = entries
+
+    name = raw.get("name") or p.stem
+    if not isinstance(name, str):
+        raise _err(spath, "name", f"expected a string, got {name!r}")
+    return GridSpec(name=name, path=spath, datasets=datasets, noise=noise, backbones=backbones, denoisers=denoisers,
+                    seeds=list(dict.fromkeys(seeds)), profile=profile, overrides=list(overrides),
+                    denoiser_params={k: dict(v) for k, v in params.items()}, include=blocks["include"],
+                    exclude=blocks["exclude"], description=str(raw.get("description", "")))
+
+
+def _param_grid(spec: GridSpec, denoiser: str) -> list[dict]:
+    table = spec.denoiser_params.get(denoiser, {})
+    keys = sorted(table)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(table[k] for k in keys))] or [{}]
+
+
+def _matches(entry: dict, ds: str, noise: str, backbone: str, denoiser: str, seed: int) -> bool:
+    actual = {"dataset": ds, "noise": noise, "backbone": backbone, "denoiser": denoiser, "seed": seed}
+    for key, want in entry.items():
+        if key == "noise" and isinstance(want, dict):
+            want = noise_label(want)
+        if actual[key] != want:
+            return False
+    return True
+
+
+def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cell]:
+    """Every cell of ``spec`` in run order, de-duplicated by run id.
+
+    ``extra_overrides`` (e.g. from the command line) are applied last to every cell and so
+    change run ids. Each cell's ``logging.wandb_group`` is the grid name (not part of the id)."""
+    extra = list(extra_overrides or [])
+    pairs: list[tuple[str, str, dict | None]] = [(b, d, None) for b in spec.backbones for d in spec.denoisers]
+    pairs += [(e["backbone"], e["denoiser"], e) for e in spec.include]
+    cells: list[Cell] = []
+    seen: set[str] = set()
+    for ds, noise, seed in itertools.product(spec.datasets, spec.noise, spec.seeds):
+        nlabel = noise_label(noise)
+        noise_ov = [f"dataset.noise.{k}={_dotvalue(v)}" for k, v in sorted(noise.items())]
+        for backbone, denoiser, inc in pairs:
+            if inc is not None and not _matches({k: v for k, v in inc.items() if k not in ("backbone", "denoiser")},
+                                                ds.name, nlabel, backbone, denoiser, seed):
+                continue
+            if any(_matches(e, ds.name, nlabel, backbone, denoiser, seed) for e in spec.exclude):
+                continue
+            for params in _param_grid(spec, denoiser):
+                overrides = [*spec.overrides, *ds.overrides, *noise_ov,
+                             *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
+                             f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
+                cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,
+                            seed=seed, noise=nlabel, params=params, profile=spec.profile, overrides=overrides)
+                try:
+                    cell.run_id = run_id(cell.compose())
+                except ConfigError as exc:
+                    raise ConfigError(f"{spec.path}: cell '{cell.label}': {exc}") from exc
+                if cell.run_id in seen:
+                    continue
+                seen.add(cell.run_id)
+                cells.append(cell)
+    return cells
+
+
+@dataclass
+class Plan:
+    """Which cells to run now and which are skipped (already done, or failed with --skip-failed)."""
+
+    todo: list[Cell]
+    done: list[Cell]
+    failed: list[Cell]  # cells with a failure record (in todo unless skipped)
+    skipped_failed: list[Cell]
+
+
+def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False) -> Plan:
+    """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed'``)."""
+    done = [c for c in cells if statuses.get(c.run_id) == "ok"]
+    failed = [c for c in cells if statuses.get(c.run_id) == "failed"]
+    skipped = failed if skip_failed else []
+    skip = {c.run_id for c in done} | {c.run_id for c in skipped}
+    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped)
+
+
+@dataclass
+class GridSummary:
+    ran: list[str] = field(default_factory=list)  # run ids executed in this invocation, in finishing order
+    ok: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # run id -> error
+    skipped_done: int = 0
+    skipped_failed: int = 0
+    interrupted: bool = False
+
+
+def run_grid(
+    cells: list[Cell],
+    store_dir: str | Path,
+    runs_dir: str | Path = "runs",
+    grid_name: str | None = None,
+    grid_file: str | None = None,
+    command: str | None = None,
+    launcher: str = "local",
+    workers: int = 1,
+    ray_address: str | None = None,
+    cpus_per_cell: float = 1.0,
+    gpus_per_cell: float = 0.0,
+    skip_failed: bool = False,
+    executor: str | None = None,
+    progress: bool = True,
+    echo: Any = None,
+) -> GridSummary:
+    """Run every cell not yet in the store; record each outcome as one atomic store file.
+
+    Ctrl-C and SIGTERM stop the grid after recording what finished (``interrupted=True``);
+    the next invocation runs only what is missing."""
+    import signal
+    import threading
+
+    from tqdm import tqdm
+
+    from benchmark.launchers import DEFAULT_EXECUTOR, CellOutcome, CellTask, launch
+    from benchmark.store import ResultStore, failure_row, result_row
+
+    store = ResultStore(store_dir)
+    p = plan(cells, store.statuses(), skip_failed)
+    summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed))
+    bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
+               desc=grid_name or "grid", dynamic_ncols=True)
+    write = echo or bar.write
+    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR) for c in p.todo]
+
+    def on_done(task: CellTask, out: CellOutcome) -> None:
+        if out.status == "ok":
+            row = result_row(out.result or {}, grid_name, grid_file, command)
+            summary.ok.append(out.run_id)
+            write(f"ok     {out.run_id}  {task.cell.label}  ({out.seconds:.1f} s)")
+        else:
+            row = failure_row(out.run_id, out.config or {}, out.error or "unknown error", out.error_kind or "Error",
+                              out.error_traceback, grid_name, grid_file, command)
+            summary.failed[out.run_id] = out.error or ""
+            write(f"FAILED {out.run_id}  {task.cell.label}: {out.error}")
+        store.write(row)
+        summary.ran.append(out.run_id)
+        bar.update(1)
+
+    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: stop, keep what is stored
+        raise KeyboardInterrupt
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = (signal.signal(signal.SIGTERM, on_term), signal.getsignal(signal.SIGINT))
+    try:
+        launch(tasks, on_done, launcher, workers, ray_address, cpus_per_cell, gpus_per_cell)
+    except (KeyboardInterrupt, SystemExit):  # Lightning turns an interrupt into SystemExit
+        summary.interrupted = True
+    finally:
+        if previous is not None:  # Lightning leaves SIGINT ignored after an interrupt
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGINT, previous[1])
+        bar.close()
+    return summary

@@ -1,0 +1,185 @@
+"""The result store: one Parquet file per run, ``<store_dir>/<run_id>.parquet``.
+
+Each file holds one row (see :func:`result_row` / :func:`failure_row`): run id, grid, grid
+file, command, status (``ok`` | ``failed``), error text, every config field as a flattened
+dotted column (``dataset.name``, ``dataset.noise.alpha``, ``denoiser.ratio``, ``seed`` ...),
+the derived ``noise_setting`` label, metrics (``valid_*``, ``test_*``, ``test_optimistic_*``),
+noise detection (``det_*``, per popularity bucket ``det_removal_ratio_b<k>``), timings
+(``*_seconds``), mode, epochs, library versions (``version.<package>``), git commit, and the
+full config / protocol / detection as JSON strings (``*_json``).
+
+Writes are atomic: the row goes to a hidden temporary file in the same directory, is
+fsync'ed, then renamed over ``<run_id>.parquet``; readers only look at ``*.parquet``, so they
+never see a partial file, and a successful run replaces an earlier failure record of the same
+run id. Reading concatenates every file with polars ``scan_parquet`` (diagonal, relaxed
+types: files written by different versions may have different columns).
+"""
+from __future__ import annotations
+
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from benchmark.grid import noise_label
+
+STATUS_OK = "ok"
+STATUS_FAILED = "failed"
+
+
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> flat dict with dotted keys. Lists and empty dicts become JSON strings so
+    every column is a scalar."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, name + "."))
+        elif isinstance(value, (list, tuple, dict)):
+            out[name] = json.dumps(value, sort_keys=True)
+        else:
+            out[name] = value
+    return out
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True, default=float)
+
+
+def _provenance(grid: str | None, grid_file: str | None, command: str | None) -> dict[str, Any]:
+    return {"grid": grid or "adhoc", "grid_file": grid_file, "command": command}
+
+
+def _config_columns(config: dict) -> dict[str, Any]:
+    row = flatten(config)
+    row["noise_setting"] = noise_label(config.get("dataset", {}).get("noise", {}) or {})
+    row["config_json"] = _json(config)
+    return row
+
+
+def detection_columns(detection: dict | None) -> dict[str, Any]:
+    """``det_<key>`` for every scalar of a detection report; per bucket
+    ``det_removal_ratio_b<k>`` and ``det_noise_share_b<k>``; STEAM insertion recall."""
+    if not detection:
+        return {}
+    out: dict[str, Any] = {}
+    for key, value in detection.items():
+        if isinstance(value, (int, float, str, bool)) or value is None:
+            out[f"det_{key}"] = value
+    for bucket in detection.get("buckets", []) or []:
+        k = bucket["bucket"]
+        out[f"det_removal_ratio_b{k}"] = bucket.get("removal_ratio")
+        if "noise_share" in bucket:
+            out[f"det_noise_share_b{k}"] = bucket["noise_share"]
+    insertion = detection.get("insertion")
+    if isinstance(insertion, dict):
+        out["det_insertion_recall"] = insertion.get("recall")
+        out["det_insertion_precision"] = insertion.get("precision")
+    return out
+
+
+def result_row(result: dict, grid: str | None = None, grid_file: str | None = None,
+               command: str | None = None) -> dict[str, Any]:
+    """The store row of a finished run; ``result`` is ``RunResult.to_json()``."""
+    row: dict[str, Any] = {"run_id": result["run_id"], "status": STATUS_OK, "error": None, "error_kind": None}
+    row.update(_provenance(grid, grid_file, command))
+    row.update(_config_columns(result["config"]))
+    row["mode"] = result.get("mode")
+    row["epochs"] = result.get("epochs")
+    row["best_epoch"] = result.get("best_epoch")
+    for prefix in ("valid", "test", "test_optimistic"):
+        for key, value in sorted((result.get(prefix) or {}).items()):
+            row[f"{prefix}_{key}"] = float(value)
+    row.update(detection_columns(result.get("detection")))
+    for key, value in sorted((result.get("timings") or {}).items()):
+        row[key] = float(value)
+    for key, value in sorted((result.get("versions") or {}).items()):
+        row[f"version.{key}"] = value
+    row["git_commit"] = result.get("git_commit")
+    row["protocol_json"] = _json(result.get("protocol"))
+    row["detection_json"] = _json(result.get("detection"))
+    row["denoiser_report_json"] = _json(result.get("denoiser_report"))
+    return row
+
+
+def describe_exception(exc: BaseException) -> tuple[str, str, str]:
+    """(kind, one-line text, last frames of the traceback) of an exception."""
+    kind = type(exc).__name__
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-8:])
+    return kind, f"{kind}: {exc}", tb
+
+
+def failure_row(run_id: str, config: dict, error: str, error_kind: str = "Error", error_traceback: str | None = None,
+                grid: str | None = None, grid_file: str | None = None, command: str | None = None) -> dict[str, Any]:
+    """The store row of a failed run: config columns, status ``failed``, the error text and kind."""
+    from benchmark.provenance import git_commit
+
+    row: dict[str, Any] = {"run_id": run_id, "status": STATUS_FAILED, "error": error, "error_kind": error_kind,
+                           "error_traceback": error_traceback}
+    row.update(_provenance(grid, grid_file, command))
+    row.update(_config_columns(config))
+    row["git_commit"] = git_commit()
+    return row
+
+
+class ResultStore:
+    """A directory of one-row Parquet files keyed by run id."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, run_id: str) -> Path:
+        return self.directory / f"{run_id}.parquet"
+
+    def files(self) -> list[Path]:
+        if not self.directory.exists():
+            return []
+        return sorted(p for p in self.directory.glob("*.parquet") if not p.name.startswith("."))
+
+    def write(self, row: dict[str, Any]) -> Path:
+        """Atomically write (or replace) the file of ``row['run_id']``."""
+        rid = row.get("run_id")
+        if not rid or not isinstance(rid, str):
+            raise ValueError(f"store row needs a string run_id, got {rid!r}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.path(rid)
+        tmp = self.directory / f".{rid}.parquet.tmp-{os.getpid()}"
+        try:
+            pl.DataFrame([row], infer_schema_length=None).write_parquet(tmp)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return final
+
+    def scan(self) -> pl.LazyFrame:
+        """Every row of the store (ok and failed) as one LazyFrame; empty store -> no rows."""
+        files = self.files()
+        if not files:
+            return pl.LazyFrame(schema={"run_id": pl.String, "status": pl.String})
+        return pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+
+    def frame(self, status: str | None = None) -> pl.DataFrame:
+        lf = self.scan()
+        if status is not None:
+            lf = lf.filter(pl.col("status") == status)
+        return lf.collect()
+
+    def statuses(self) -> dict[str, str]:
+        """run id -> status of every stored run."""
+        df = self.scan().select("run_id", "status").collect()
+        return dict(zip(df["run_id"].to_list(), df["status"].to_list()))
+
+    def done_ids(self) -> set[str]:
+        return {rid for rid, status in self.statuses().items() if status == STATUS_OK}
+
+    def failed(self) -> dict[str, str]:
+        """run id -> error text of every failure record."""
+        lf = self.scan().filter(pl.col("status") == STATUS_FAILED)
+        df = lf.select("run_id", pl.col("error") if "error" in lf.collect_schema() else pl.lit(None).alias("error")).collect()
+        return dict(zip(df["run_id"].to_list(), df["error"].to_list()))

@@ -1,0 +1,244 @@
+"""Grid expansion, skip-done, failure isolation and kill-and-resume."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import ConfigError, to_dict
+from benchmark.grid import expand, load_grid, plan, run_grid
+from benchmark.registry import DENOISERS
+from benchmark.store import ResultStore
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE = "tests.test_grid:fake_execute"
+TINY = ["dataset.synthetic.n_users=30", "dataset.synthetic.n_items=24", "dataset.synthetic.max_len=14",
+        "dataset.max_len=10", "train.max_epochs=1"]
+
+
+def write_grid(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+GRID = """
+name: unit
+profile: smoke
+overrides: [dataset.max_len=10]
+datasets: [synthetic]
+noise:
+  - {kind: none}
+  - {kind: replace, alpha: 0.1}
+backbones: [gru4rec, sasrec]
+denoisers: [none, semantic-outlier]
+denoiser_params:
+  semantic-outlier: {ratio: [0.05, 0.1]}
+seeds: [0, 1]
+include:
+  - {backbone: caser, denoiser: none, noise: {kind: none}}
+exclude:
+  - {backbone: sasrec, denoiser: semantic-outlier, seed: 1}
+"""
+
+
+# ------------------------------------------------------------------ fake executor (importable)
+def fake_execute(cfg, runs_dir=None):
+    """Stands in for benchmark.run.execute: logs the call, fails on demand, returns a result dict.
+
+    ``FAKE_LOG``: file to append run ids to; ``FAKE_FAIL``: ``denoiser:kind`` pairs where kind
+    is nan | oom | crash."""
+    from benchmark.config import run_id
+
+    rid = run_id(cfg)
+    log = os.environ.get("FAKE_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(rid + "\n")
+    fail = dict(item.split(":") for item in os.environ.get("FAKE_FAIL", "").split(",") if item)
+    kind = fail.get(cfg.denoiser.name)
+    if kind == "nan":
+        raise FloatingPointError("non-finite training loss at epoch 0, batch 3")
+    if kind == "oom":
+        raise MemoryError("out of memory allocating 8 GiB")
+    if kind == "crash":
+        os._exit(3)
+    value = 0.1 + 0.01 * int(cfg.seed)
+    return {"run_id": rid, "config": to_dict(cfg), "protocol": {"split": "loo"}, "valid": {"ndcg@10": value},
+            "test": {"hr@10": 2 * value, "ndcg@10": value}, "test_optimistic": {}, "curve": [],
+            "timings": {"fit_seconds": 1.0}, "detection": None, "mode": "plain", "epochs": 1, "best_epoch": 0,
+            "versions": {"python": "3"}, "git_commit": "abc", "status": "ok"}
+
+
+@pytest.fixture
+def fake_env(tmp_path, monkeypatch):
+    log = tmp_path / "calls.log"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    monkeypatch.delenv("FAKE_FAIL", raising=False)
+    return lambda: log.read_text().split() if log.exists() else []
+
+
+def run(cells, tmp_path, **kw):
+    return run_grid(cells, tmp_path / "store", tmp_path / "runs", grid_name="unit", executor=FAKE, progress=False,
+                    echo=lambda s: None, **kw)
+
+
+# ------------------------------------------------------------------ expansion
+def test_expand_crosses_axes_params_include_and_exclude(tmp_path):
+    spec = load_grid(write_grid(tmp_path / "g.yaml", GRID))
+    cells = expand(spec)
+    # 2 noise x 2 seeds x (gru4rec: none + 2 ratios; sasrec: none + 2 ratios) = 24,
+    # minus sasrec/semantic-outlier at seed 1 (2 ratios x 2 noise = 4), plus caser/none clean x 2 seeds
+    assert len(cells) == 24 - 4 + 2
+    assert len({c.run_id for c in cells}) == len(cells)
+    assert not [c for c in cells if c.backbone == "sasrec" and c.denoiser == "semantic-outlier" and c.seed == 1]
+    assert sorted({c.noise for c in cells if c.backbone == "caser"}) == ["clean"]
+    cfg = next(c for c in cells if c.params == {"ratio": 0.05} and c.noise == "replace α=0.1").compose()
+    assert cfg.denoiser.ratio == 0.05 and cfg.dataset.noise.kind == "replace" and cfg.dataset.noise.alpha == 0.1
+    assert cfg.logging.wandb_group == "unit" and cfg.train.max_epochs == 2 and cfg.dataset.max_len == 10
+    assert cells[0].label == "synthetic | clean | gru4rec | none | seed 0"
+
+
+def test_extra_overrides_change_run_ids_but_wandb_group_does_not(tmp_path):
+    spec = load_grid(write_grid(tmp_path / "g.yaml", GRID))
+    base = [c.run_id for c in expand(spec)]
+    assert [c.run_id for c in expand(spec, ["train.lr=0.01"])] != base
+    spec.name = "renamed"
+    assert [c.run_id for c in expand(spec)] == base
+
+
+@pytest.mark.parametrize("text, key", [
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nbogus: 1\n", "bogus"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [nonesuch]\nseeds: [0]\n", "denoisers[0]"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n"
+     "denoiser_params: {said: {alpha: [1]}}\n", "denoiser_params.said.alpha"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [zero]\n", "seeds"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nnoise: [{kind: loud}]\n", "noise[0]"),
+])
+def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):
+    path = write_grid(tmp_path / "bad.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_grid(path)
+    assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
+
+
+def test_shipped_grids_are_valid_and_ml100k_covers_every_runnable_denoiser():
+    specs = {p.stem: load_grid(p) for p in sorted((REPO / "configs" / "grids").glob("*.yaml"))}
+    assert {"smoke", "ml100k", "beauty"} <= set(specs)
+    ml = specs["ml100k"]
+    assert ml.backbones == ["gru4rec", "caser", "sasrec", "bert4rec"] and ml.seeds == [0, 1, 2]
+    assert set(ml.denoisers) == set(DENOISERS.names()) - {"llm4dsr"}  # llm4dsr needs user LLM weights
+    assert [n["kind"] for n in ml.noise] == ["none", "replace"]
+    assert specs["beauty"].backbones == ["gru4rec", "sasrec"] and set(specs["beauty"].denoisers) == set(ml.denoisers)
+    assert len(expand(specs["smoke"])) == 48
+
+
+# ------------------------------------------------------------------ resumability and failures
+def tiny_cells(tmp_path, denoisers="[none, semantic-outlier]", seeds="[0, 1]"):
+    text = (f"name: unit\nprofile: smoke\ndatasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: {denoisers}\n"
+            f"seeds: {seeds}\n")
+    return expand(load_grid(write_grid(tmp_path / "tiny.yaml", text)))
+
+
+def test_finished_cells_are_skipped_and_only_missing_cells_run(tmp_path, fake_env):
+    cells = tiny_cells(tmp_path)
+    first = run(cells[:2], tmp_path)
+    assert sorted(first.ok) == sorted(c.run_id for c in cells[:2])
+    second = run(cells, tmp_path)
+    assert second.skipped_done == 2 and sorted(second.ran) == sorted(c.run_id for c in cells[2:])
+    assert sorted(fake_env()) == sorted(c.run_id for c in cells)  # each cell executed exactly once
+    store = ResultStore(tmp_path / "store")
+    assert store.done_ids() == {c.run_id for c in cells}
+    row = store.frame().filter(store.frame()["run_id"] == cells[0].run_id).to_dicts()[0]
+    assert row["grid"] == "unit" and row["test_ndcg@10"] == pytest.approx(0.1) and row["valid_ndcg@10"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("kind, error", [("nan", "FloatingPointError: non-finite training loss"),
+                                         ("oom", "MemoryError: out of memory")])
+def test_failed_cell_is_recorded_others_continue_and_it_is_retried(tmp_path, fake_env, monkeypatch, kind, error):
+    cells = tiny_cells(tmp_path)
+    monkeypatch.setenv("FAKE_FAIL", f"semantic-outlier:{kind}")
+    summary = run(cells, tmp_path)
+    bad = {c.run_id for c in cells if c.denoiser == "semantic-outlier"}
+    assert set(summary.failed) == bad and len(summary.ok) == len(cells) - len(bad)
+    store = ResultStore(tmp_path / "store")
+    assert set(store.failed()) == bad and all(e.startswith(error) for e in store.failed().values())
+    row = store.frame("failed").to_dicts()[0]
+    assert row["denoiser.name"] == "semantic-outlier" and row["noise_setting"] == "clean"
+
+    skipped = run(cells, tmp_path, skip_failed=True)
+    assert skipped.ran == [] and skipped.skipped_failed == len(bad)
+    monkeypatch.delenv("FAKE_FAIL")
+    retried = run(cells, tmp_path)
+    assert sorted(retried.ran) == sorted(bad)  # failures retried, successes replace the failure record
+    assert store.statuses() == {c.run_id: "ok" for c in cells}
+
+
+def test_plan_splits_done_failed_and_todo(tmp_path):
+    cells = tiny_cells(tmp_path)
+    statuses = {cells[0].run_id: "ok", cells[1].run_id: "failed"}
+    p = plan(cells, statuses)
+    assert [c.run_id for c in p.todo] == [c.run_id for c in cells[1:]]
+    p = plan(cells, statuses, skip_failed=True)
+    assert [c.run_id for c in p.todo] == [c.run_id for c in cells[2:]] and p.skipped_failed == [cells[1]]
+
+
+def test_worker_processes_record_a_crashing_cell_without_failing_its_neighbours(tmp_path, fake_env, monkeypatch):
+    cells = tiny_cells(tmp_path, denoisers="[none, said]", seeds="[0, 1]")
+    monkeypatch.setenv("FAKE_FAIL", "said:crash")
+    summary = run(cells, tmp_path, workers=2)
+    crashed = {c.run_id for c in cells if c.denoiser == "said"}
+    assert set(summary.failed) == crashed
+    assert all("WorkerCrashed" in e for e in summary.failed.values())
+    assert ResultStore(tmp_path / "store").done_ids() == {c.run_id for c in cells} - crashed
+
+
+def test_dry_run_lists_cells_and_their_status(tmp_path, fake_env, capsys):
+    from benchmark.cli import main
+
+    grid = write_grid(tmp_path / "tiny.yaml", "name: unit\nprofile: smoke\ndatasets: [synthetic]\n"
+                      "backbones: [gru4rec]\ndenoisers: [none]\nseeds: [0, 1]\n")
+    cells = expand(load_grid(grid))
+    run(cells[:1], tmp_path)
+    assert main(["grid", str(grid), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cells[0].run_id}  done" in out and f"{cells[1].run_id}  todo" in out
+    assert "2 cells; 1 done, 0 failed (will retry), 1 to run" in out
+    assert fake_env() == [cells[0].run_id]  # the dry run executed nothing
+
+
+# ------------------------------------------------------------------ kill and resume (real tiny cells)
+def _grid_cmd(grid: Path, tmp_path: Path) -> list[str]:
+    return [sys.executable, "-m", "benchmark.cli", "grid", str(grid), "--store", str(tmp_path / "store"),
+            "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+
+
+def test_sigterm_keeps_the_store_consistent_and_the_rerun_finishes_only_missing_cells(tmp_path):
+    grid = write_grid(tmp_path / "kill.yaml", "name: kill\nprofile: smoke\noverrides: [" + ", ".join(TINY) + "]\n"
+                      "datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0, 1, 2, 3]\n")
+    cells = expand(load_grid(grid))
+    store = ResultStore(tmp_path / "store")
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(_grid_cmd(grid, tmp_path), cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 600
+    while not store.files() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.files(), "the first cell was never stored"
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=300)
+    stored = store.done_ids()
+    assert proc.returncode == 130, out
+    assert "interrupted" in out and 1 <= len(stored) < len(cells)
+    assert not list((tmp_path / "store").glob(".*"))  # no temporary file left behind
+    assert set(store.statuses().values()) == {"ok"}
+
+    again = subprocess.run(_grid_cmd(grid, tmp_path), cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stdout + again.stderr
+    ran = next(line for line in again.stdout.splitlines() if line.startswith("ran: "))[5:].split(",")
+    assert sorted(ran) == sorted({c.run_id for c in cells} - stored)
+    assert store.done_ids() == {c.run_id for c in cells}

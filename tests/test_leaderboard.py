@@ -1,0 +1,206 @@
+"""Leaderboards from a fixture store: golden files, determinism, significance marks, ranking."""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from benchmark.leaderboard import build_sections, paired_pvalue, write_leaderboards
+from benchmark.paper_numbers import PAPER_RESULTS, results_for
+from benchmark.store import ResultStore, failure_row, result_row
+
+GOLDEN = Path(__file__).parent / "golden" / "leaderboard"
+SEEDS = (0, 1, 2)
+# test NDCG@10 per (noise alpha, backbone, denoiser, ratio) and seed. gru4rec/clean: hsd differs
+# from none by [0.03, 0.04, 0.02] (paired t = sqrt(27), df 2, p = 0.0351); semantic-outlier
+# (ratio 0.05) by [0.01, 0.03, -0.01] (t = sqrt(3)/2, p = 0.478).
+NDCG = {
+    (0.0, "gru4rec", "none", None): [0.10, 0.11, 0.12],
+    (0.0, "gru4rec", "hsd", None): [0.13, 0.15, 0.14],
+    (0.0, "gru4rec", "semantic-outlier", 0.05): [0.11, 0.14, 0.11],
+    (0.0, "gru4rec", "semantic-outlier", 0.1): [0.12, 0.12, 0.125],
+    (0.0, "sasrec", "none", None): [0.20, 0.21, 0.19],
+    (0.0, "sasrec", "hsd", None): [0.22, 0.20, 0.21],
+    (0.1, "gru4rec", "none", None): [0.08, 0.09, 0.085],
+    (0.1, "gru4rec", "semantic-outlier", 0.1): [0.09, 0.10, 0.097],
+}
+
+
+def config(alpha: float, backbone: str, denoiser: str, ratio: float | None, seed: int) -> dict:
+    den = {"name": denoiser}
+    if ratio is not None:
+        den.update(ratio=ratio, protect_last=True)
+    return {
+        "seed": seed,
+        "dataset": {"name": "ml-100k", "root": "/data", "k_core": 0, "max_len": 50, "split": "loo",
+                    "text_columns": ["title"],
+                    "noise": {"kind": "replace" if alpha else "none", "alpha": alpha or 0.1, "seed": 2024}},
+        "backbone": {"name": backbone, "hidden_size": 64},
+        "denoiser": den,
+        "train": {"lr": 0.001, "max_epochs": 300, "patience": 10, "monitor": "valid/ndcg@10", "num_workers": 0},
+        "eval": {"ks": [5, 10, 20], "exclude_history": False, "batch_size": 1024},
+        "logging": {"wandb": "offline", "wandb_group": "fixture"},
+        "data_source": None,
+        "profile": None,
+    }
+
+
+def result(alpha, backbone, denoiser, ratio, seed, ndcg) -> dict:
+    cfg = config(alpha, backbone, denoiser, ratio, seed)
+    rid = f"{backbone[:3]}{denoiser[:3]}{int((ratio or 0) * 100):02d}a{int(alpha * 10)}s{seed}"
+    test = {}
+    for k, scale in ((5, 0.8), (10, 1.0), (20, 1.25)):
+        test[f"ndcg@{k}"] = round(ndcg * scale, 6)
+        test[f"hr@{k}"] = round(ndcg * scale * 2, 6)
+    det = None
+    if denoiser != "none":
+        flag = 0.05 + 0.01 * seed
+        det = {"precision": 0.6 + 0.01 * seed, "recall": 0.4, "f1": 0.48, "flag_rate": flag, "noise_rate": 0.1,
+               "random_f1": 0.07, "random_expected_f1": 0.0667,
+               "buckets": [{"bucket": b, "removal_ratio": round(0.02 * (b + 1) + 0.001 * seed, 6)} for b in range(5)]}
+    mode = {"none": "plain", "hsd": "joint", "semantic-outlier": "data"}[denoiser]
+    return {"run_id": rid, "config": cfg,
+            "protocol": {"split": "loo", "ranking": "full (all items)", "ties": "pessimistic", "exclude_history": False,
+                         "loss": "ce", "max_len": 50, "early_stopping": "valid/ndcg@10 patience 10", "seed": seed,
+                         "n_users": 943, "n_items": 1682, "denoiser_mode": mode},
+            "valid": {"ndcg@10": ndcg}, "test": test, "test_optimistic": test, "curve": [],
+            "timings": {"epoch_seconds_mean": 2.0 + (0.5 if denoiser == "hsd" else 0.0) + 0.1 * seed,
+                        "fit_seconds": 100.0 + seed, "denoise_seconds": 5.0 if mode == "data" else 0.0},
+            "detection": det, "mode": mode, "epochs": 40 + seed, "best_epoch": 30,
+            "versions": {"torch": "2.13.0"}, "git_commit": "0123abc", "status": "ok"}
+
+
+def build_store(directory: Path, order=None) -> ResultStore:
+    store = ResultStore(directory)
+    items = [(key, seed, v) for key, values in NDCG.items() for seed, v in zip(SEEDS, values)]
+    for (alpha, bb, den, ratio), seed, v in (order(items) if order else items):
+        store.write(result_row(result(alpha, bb, den, ratio, seed, v), grid="fixture",
+                               grid_file="configs/grids/fixture.yaml", command="bench grid configs/grids/fixture.yaml"))
+    store.write(failure_row("failed1", config(0.0, "caser", "none", None, 0), "FloatingPointError: nan", "FloatingPointError",
+                            grid="fixture"))
+    return store
+
+
+def read_all(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def test_leaderboard_matches_the_golden_files(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    produced = read_all(tmp_path / "out")
+    assert sorted(produced) == ["README.md", "ml-100k.csv", "ml-100k.md"]
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        for name, data in produced.items():
+            (GOLDEN / name).write_bytes(data)
+    assert produced == read_all(GOLDEN), "regenerate with UPDATE_GOLDEN=1 after checking the diff"
+
+
+def test_same_store_gives_the_same_bytes_whatever_the_write_order(tmp_path):
+    build_store(tmp_path / "a")
+    build_store(tmp_path / "b", order=lambda items: list(reversed(items)))
+    write_leaderboards(tmp_path / "a", tmp_path / "out_a")
+    write_leaderboards(tmp_path / "b", tmp_path / "out_b")
+    write_leaderboards(tmp_path / "a", tmp_path / "out_a")  # rewrite in place
+    assert read_all(tmp_path / "out_a") == read_all(tmp_path / "out_b")
+
+
+def test_paired_pvalue_matches_the_closed_form_for_two_degrees_of_freedom():
+    # df = 2: two-sided p = 1 - t / sqrt(t^2 + 2)
+    t = math.sqrt(27)
+    assert paired_pvalue({0: 0.13, 1: 0.15, 2: 0.14}, {0: 0.10, 1: 0.11, 2: 0.12}) == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    t = math.sqrt(3) / 2
+    assert paired_pvalue({0: 0.11, 1: 0.14, 2: 0.11}, {0: 0.10, 1: 0.11, 2: 0.12}) == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    assert paired_pvalue({0: 0.2, 5: 0.3}, {0: 0.1, 1: 0.2}) is None  # one common seed
+    assert paired_pvalue({0: 0.2, 1: 0.3}, {0: 0.1, 1: 0.2}) is None  # constant difference
+
+
+def _rows(md: str, section: str) -> dict[str, list[str]]:
+    block = md.split(f"## {section}\n", 1)[1].split("### Test metrics", 1)[1].split("###", 1)[0]
+    out = {}
+    for line in block.strip().splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        out[f"{cells[0]} {cells[1]}"] = cells
+    return out
+
+
+def test_significance_marks_follow_the_paired_t_test(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    rows = _rows((tmp_path / "out" / "ml-100k.md").read_text(), "clean")
+    ndcg10 = 4 + 4  # backbone, denoiser, mode, n, HR@5, HR@10, HR@20, NDCG@5 -> NDCG@10
+    assert rows["gru4rec hsd"][ndcg10].endswith("†")  # p = 0.035
+    assert not rows["gru4rec semantic-outlier (ratio=0.05)"][ndcg10].endswith("†")  # p = 0.478
+    assert not rows["gru4rec none"][ndcg10].endswith("†")
+    assert not any(c.endswith("†") for c in rows["sasrec hsd"])  # diffs [0.02, -0.01, 0.02]: p > 0.05
+
+
+def test_best_is_bold_and_second_underlined_per_backbone(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    rows = _rows((tmp_path / "out" / "ml-100k.md").read_text(), "clean")
+    ndcg10 = 8
+    assert rows["gru4rec hsd"][ndcg10].startswith("**0.1400 ± 0.0100**")
+    assert rows["gru4rec semantic-outlier (ratio=0.1)"][ndcg10].startswith("<u>0.1217")
+    assert rows["sasrec hsd"][ndcg10].startswith("**0.2100") and rows["sasrec none"][ndcg10].startswith("<u>0.2000")
+    assert not rows["gru4rec none"][ndcg10].startswith(("**", "<u>"))
+    assert rows["gru4rec hsd"][-1] == "+27.3%"  # ΔNDCG@10 vs gru4rec none (0.14 / 0.11)
+
+
+def test_variants_separate_hyperparameters_and_sections_separate_noise(tmp_path):
+    store = build_store(tmp_path / "store")
+    sections = build_sections(store.frame("ok").to_dicts())["ml-100k"]
+    assert [s.noise for s in sections] == ["clean", "replace α=0.1"]
+    labels = [v.label for v in sections[0].variants]
+    assert labels == ["none", "hsd", "semantic-outlier (ratio=0.05)", "semantic-outlier (ratio=0.1)", "none", "hsd"]
+    assert all(v.seeds == [0, 1, 2] for v in sections[0].variants)
+
+
+def test_paper_table_shows_every_cell_the_paper_reports(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    paper = md.split("## clean\n", 1)[1].split("### Paper vs ours", 1)[1].split("###", 1)[0]
+    assert "| gru4rec / none | GRU4Rec / base | IADSR (CIKM '25) Table 3 | 0.0180 / 0.1760 |" in paper
+    assert "GRU4Rec / HSD" in paper and "SASRec / HSD" in paper and "SASRec / base" in paper
+    assert "### Paper vs ours" not in md.split("## replace α=0.1\n", 1)[1]  # no paper reports that setting
+
+
+def test_files_end_with_commands_grid_files_and_commits_and_index_counts_failures(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    tail = md.split("## Provenance", 1)[1]
+    assert "`bench grid configs/grids/fixture.yaml`" in tail and "`configs/grids/fixture.yaml`" in tail
+    assert "`0123abc`" in tail
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert re.search(r"\| \[ml-100k\.md\]\(ml-100k\.md\) \(\[csv\]\(ml-100k\.csv\)\) \| ml-100k \| clean, replace α=0\.1 \| 8 \| 24 \| 1 \|", index)
+
+
+def test_stale_generated_files_are_removed_and_hand_written_files_kept(tmp_path):
+    build_store(tmp_path / "store")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "gone.md").write_text("<!-- generated by `bench leaderboard`; edit the runs, not this file -->\nold\n")
+    (out / "gone.csv").write_text("old\n")
+    (out / "notes.md").write_text("hand-written\n")
+    write_leaderboards(tmp_path / "store", out)
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "ml-100k.csv", "ml-100k.md", "notes.md"]
+
+
+def test_paper_numbers_are_transcribed_with_their_source():
+    assert all(r.paper.startswith(("IADSR", "LLM4DSR")) for r in PAPER_RESULTS)
+    ml = {(r.backbone_label, r.method_label): r for r in results_for("ml-100k", "clean", "loo")}
+    assert ml["GRU4Rec", "base"].metrics["hr@5"] == 0.0180 and ml["SASRec", "IADSR"].metrics["ndcg@20"] == 0.0311
+    assert ml["—", "DCRec"].ours == ("dcrec", "none") and ml["Caser", "HSD"].ours == ("caser", "hsd")
+    game = {(r.backbone_label, r.method_label): r for r in results_for("game", "replace α=0.1", "window")}
+    assert game["BERT4Rec", "LLM4DSR"].metrics == {"ndcg@20": 0.0316, "ndcg@50": 0.0397, "hr@20": 0.0644, "hr@50": 0.1056}
+    assert game["LLaRA", "none"].ours is None
+    sports = {(r.backbone_label, r.method_label): r for r in results_for("sports", "clean", "loo")}
+    assert "typo" in sports["GRU4Rec", "base"].note
+    beauty = {(r.backbone_label, r.method_label) for r in results_for("beauty", "clean", "loo")}
+    assert ("SASRec", "HSD") not in beauty  # lost in extraction: no numbers, no row
