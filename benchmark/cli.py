@@ -41,4 +41,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m benchmark.cli`: dispatch through the importable module so that the UserError
+    # raised by commands (benchmark.cli.UserError) is the class caught in main().
+    from benchmark.cli import main as _main
+
+    sys.exit(_main())

@@ -137,8 +137,10 @@ class HSD(Denoiser):
 
     @property
     def temperature(self) -> float:
+        """τ for the next training batch (the reference anneals before the batch's forward,
+        counting batches from 1)."""
         c = self.cfg
-        return gumbel_temperature(int(self.train_steps), c.gumbel_temperature, c.anneal_every, c.anneal_rate,
+        return gumbel_temperature(int(self.train_steps) + 1, c.gumbel_temperature, c.anneal_every, c.anneal_rate,
                                   c.min_temperature, c.anneal_temperature)
 
     # ------------------------------------------------------------------ the view HSD scores

@@ -172,7 +172,7 @@ def curriculum_drop(epoch: int, start: float, epochs: int) -> float:
 
 
 def gumbel_temperature(step: int, start: float, every: int, rate: float, floor: float, anneal: bool) -> float:
-    """Temperature after ``step`` training steps: every ``every`` steps
+    """Temperature of the ``step``-th training batch (1-based): every ``every`` batches
     ``τ ← max(floor, τ · exp(-rate · step_count))``, i.e. after k annealings
     ``τ = max(floor, start · exp(-rate · every · k(k+1)/2))`` (hsd.md §5)."""
     if not anneal or every <= 0:

@@ -245,6 +245,15 @@ def train_on_planted_noise(make_denoiser, epochs: int = 20, seed: int = 0):
 
     (The signal needs ~15-20 epochs to emerge at this size: HSD/SSDRec learn which items to
     drop only through the straight-through gradient of the next-item loss.)"""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small tensors: one thread avoids OpenMP oversubscription on a shared machine
+    try:
+        return _train_planted(make_denoiser, epochs, seed)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_planted(make_denoiser, epochs: int, seed: int):
     from benchmark.config import DatasetConfig, SyntheticConfig
     from benchmark.data.build import build_split_data
     from benchmark.data.instances import build_train_tensors

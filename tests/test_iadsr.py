@@ -375,3 +375,21 @@ def test_exported_masks_find_planted_noise_above_random(bow, tmp_path, one_threa
     assert d["f1"] > 1.4 * d["random_expected_f1"]
     assert (tmp_path / "runs" / result.run_id / "denoised" / "masks.tsv").exists()
     assert result.denoiser_report["semantic"]["interest_encoder"] == "text"
+
+
+def test_bench_denoise_prints_the_exported_files_and_the_follow_up(bow, tmp_path, capsys, one_thread):
+    from benchmark import cli
+
+    runs = tmp_path / "runs"
+    code = cli.main(["denoise", "--denoiser", "iadsr", "--backbone", "gru4rec", "--dataset", "synthetic",
+                     "--profile", "smoke", "--runs-dir", str(runs), "dataset.synthetic.n_users=40",
+                     "denoiser.text_encoder=test-bow"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = dict(line.split(":", 1) for line in out.splitlines() if line.startswith(("run id", "atomic file", "mask file", "next")))
+    rid = lines["run id"].strip()
+    assert lines["atomic file"].strip() == str(runs / rid / "denoised" / "synthetic.inter")
+    assert (runs / rid / "denoised" / "masks.tsv").exists()
+    assert lines["next"].strip() == (f"bench run --data denoised:{rid} --backbone sasrec --dataset synthetic "
+                                     f"dataset.synthetic.n_users=40 --runs-dir {runs}")
+    assert cli.main(["denoise", "--denoiser", "none", "--dataset", "synthetic", "--runs-dir", str(runs)]) == 2
