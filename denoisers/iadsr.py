@@ -185,16 +185,20 @@ class IADSR(Denoiser):
             return hidden.masked_fill(~valid.unsqueeze(-1), float("-inf")).max(dim=1).values
         return model.user_state(hidden)
 
-    def _batch_interests(self, model, hidden, positions):
+    def _batch_interests(self, model, hidden, positions, short=None, long=None, row_of_pos=None):
         """Gathered interests of a batch: (valid ``[B, L]``, row ``[M]``, rows ``[B]``, h ``[M, h]``,
-        l ``[M, h]``, e1 ``[B, h]``, e2 ``[B, h]``)."""
+        l ``[M, h]``, e1 ``[B, h]``, e2 ``[B, h]``). ``short``/``long``/``row_of_pos`` default to
+        the training split's buffers (``export`` passes those of other sequences)."""
+        short = self.short_vecs if short is None else short
+        long = self.long_vecs if long is None else long
+        row_of_pos = self.row_of_pos if row_of_pos is None else row_of_pos
         valid = positions >= 0
-        rows = self.row_of_pos[positions.max(dim=1).values.clamp(min=0)]
+        rows = row_of_pos[positions.max(dim=1).values.clamp(min=0)]
         row = valid.nonzero(as_tuple=True)[0]
         pos = positions[valid]
         h = hidden[valid]
-        l = self.short_proj(self.short_vecs[pos].float())
-        e1 = self.long_proj(self.long_vecs[rows].float())
+        l = self.short_proj(short[pos].float())
+        e1 = self.long_proj(long[rows].float())
         e2 = self._long_collab(model, hidden, valid)
         return valid, row, rows, h, l, e1, e2
 
@@ -269,14 +273,8 @@ class IADSR(Denoiser):
             ctx.extras["input_items"] = batch["items"]
             hidden = model(batch["items"], ctx)
             positions = batch["positions"]
-            valid = positions >= 0
-            rows = row_of_pos[positions.max(dim=1).values.clamp(min=0)]
-            row = valid.nonzero(as_tuple=True)[0]
+            valid, row, _, h, l, e1, e2 = self._batch_interests(model, hidden, positions, short, long, row_of_pos)
             pos = positions[valid]
-            h = hidden[valid]
-            l = self.short_proj(short[pos].float())
-            e1 = self.long_proj(long[rows].float())
-            e2 = self._long_collab(model, hidden, valid)
             score[pos] = keep_scores(e1, e2, h, l, row)
             qual[pos] = qualified(e1, e2, self.cfg.theta)[row]
         model.train(was_training)

@@ -52,8 +52,9 @@ def blocked_info_nce(query: torch.Tensor, key: torch.Tensor, tau: float, block: 
     q = F.pad(F.normalize(query, dim=-1), (0, 0, 0, pad)).view(n_blocks, block, -1)
     k = F.pad(F.normalize(key, dim=-1), (0, 0, 0, pad)).view(n_blocks, block, -1)
     logits = torch.bmm(q, k.transpose(1, 2)) / tau  # [n_blocks, block, block]
+    if pad:
+        logits[-1, :, block - pad:] = float("-inf")  # padded keys (only the last block has any)
     real = torch.arange(n_blocks * block, device=query.device) < M
-    logits = logits.masked_fill(~real.view(n_blocks, 1, block), float("-inf"))  # padded keys
     target = torch.arange(block, device=query.device).repeat(n_blocks)
     target = torch.where(real, target, torch.full_like(target, -100))  # padded queries: ignored
     return F.cross_entropy(logits.reshape(-1, block), target, ignore_index=-100, reduction="sum") / M

@@ -108,6 +108,10 @@ def test_blocked_info_nce_averages_per_block_losses():
     assert float(blocked_info_nce(q, k, 0.2, 4)) == pytest.approx(direct, rel=1e-10)
     assert float(blocked_info_nce(q, k, 0.2, 10)) == pytest.approx(float(info_nce(q, k, 0.2)), rel=1e-12)
     assert float(blocked_info_nce(q, k, 0.2, 0)) == pytest.approx(float(info_nce(q, k, 0.2)), rel=1e-12)
+    q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
+    blocked_info_nce(q1, k, 0.2, 4).backward()
+    (sum(info_nce(q2[a:b], k[a:b], 0.2) * (b - a) for a, b in blocks) / 10).backward()
+    assert torch.allclose(q1.grad, q2.grad)
 
 
 def test_straight_through_mask_is_binary_and_passes_gradients():
@@ -393,3 +397,13 @@ def test_bench_denoise_prints_the_exported_files_and_the_follow_up(bow, tmp_path
     assert lines["next"].strip() == (f"bench run --data denoised:{rid} --backbone sasrec --dataset synthetic "
                                      f"dataset.synthetic.n_users=40 --runs-dir {runs}")
     assert cli.main(["denoise", "--denoiser", "none", "--dataset", "synthetic", "--runs-dir", str(runs)]) == 2
+
+
+def test_export_of_other_sequences_computes_their_own_interests(bow):
+    split = _split()
+    den = _iadsr(split, theta=-1.0, export="noisefree")
+    model = _model("gru4rec", split, den)
+    history = split.test.history  # training rows plus the validation item
+    decisions = den.export(model, history)
+    assert decisions.source is history and decisions.keep.shape == history.items.shape
+    assert np.array_equal(decisions.keep, -decisions.score > 0)
