@@ -81,6 +81,10 @@ class TrainConfig:
     gradient_clip: float = 0.0
     monitor: str = "valid/ndcg@10"
     limit_train_batches: Any = 1.0
+    # speed only (the loss is unchanged): drop all-padding leading slots of a batch, and group
+    # training instances of similar length into batches (runs of this many batches are sorted)
+    trim_padding: bool = True
+    bucket_batches: int = 50
 
 
 @dataclass

@@ -155,6 +155,7 @@ def build_model_and_data(cfg: DictConfig, split: SplitData, backbone_name: str, 
         from benchmark.config import compose
 
         section = dict(to_dict(compose(backbone=backbone_name, dataset=cfg.dataset.name).backbone))
+    trim = bool(cfg.train.trim_padding) and backbone_cls.accepts_trimmed_batches and denoiser.accepts_trimmed_batches
     dm = SeqDataModule(
         split,
         max_len=int(cfg.dataset.max_len),
@@ -164,6 +165,8 @@ def build_model_and_data(cfg: DictConfig, split: SplitData, backbone_name: str, 
         num_workers=int(cfg.train.num_workers),
         pin_memory=bool(cfg.train.pin_memory),
         seed=int(cfg.seed),
+        trim_padding=trim,
+        bucket_batches=int(cfg.train.bucket_batches) if trim else 0,
     )
     train_cfg = OmegaConf.to_object(cfg.train)
     eval_cfg = OmegaConf.to_object(cfg.eval)

@@ -82,6 +82,9 @@ class Denoiser(nn.Module):
     # "weight" divides by ``sum(w)``, "count" by the number of targets (so down-weighting
     # also lowers the effective learning rate, as in SAID's summed loss).
     weight_normalisation: str = "weight"
+    # True when the training hooks work on batches narrower than max_len (the datamodule then
+    # trims all-padding leading slots); hooks that keep [n, max_len] state by slot must say False.
+    accepts_trimmed_batches: ClassVar[bool] = False
 
     def __init__(self, cfg: Any = None, resources: "Resources | None" = None) -> None:
         super().__init__()
@@ -155,6 +158,8 @@ class Denoiser(nn.Module):
 @DENOISERS.register("none")
 class IdentityDenoiser(Denoiser):
     """The plain backbone: no denoising."""
+
+    accepts_trimmed_batches = True
 
 
 def make_denoiser(section: dict, resources: "Resources | None") -> Denoiser:

@@ -170,6 +170,7 @@ class CL4SRec(Denoiser):
 
     Config = CL4SRecConfig
     level = "train"
+    accepts_trimmed_batches = True
 
     def attach(self, model) -> None:
         if self.cfg.mask_token == "learned" and "mask" in self.cfg.augmentations:

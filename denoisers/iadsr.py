@@ -96,6 +96,7 @@ class IADSR(Denoiser):
     Config = IADSRConfig
     requires = frozenset({"item_text", "text_embeddings"})
     level = "train"
+    accepts_trimmed_batches = True
 
     def __init__(self, cfg=None, resources=None) -> None:
         super().__init__(cfg, resources)

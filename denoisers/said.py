@@ -238,6 +238,7 @@ class SAID(Denoiser):
     Config = SAIDConfig
     requires = frozenset({"item_text", "text_embeddings"})
     level = "train"
+    accepts_trimmed_batches = True
 
     def __init__(self, cfg=None, resources=None) -> None:
         super().__init__(cfg, resources)

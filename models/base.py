@@ -49,6 +49,8 @@ class SequentialRecommender(pl.LightningModule):
     default_instances: ClassVar[str] = "all_positions"
     causal: ClassVar[bool] = True
     supported_losses: ClassVar[tuple[str, ...]] = ("ce", "bpr", "bce_neg", "inbatch", "inbatch_tanh")
+    # True when encode() works on batches narrower than max_len (leading all-padding slots dropped)
+    accepts_trimmed_batches: ClassVar[bool] = False
 
     def __init__(
         self,

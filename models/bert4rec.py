@@ -16,7 +16,7 @@ from torch import nn
 
 from benchmark.registry import BACKBONES
 from models.base import SequentialRecommender, init_normal, positions_like
-from models.sasrec import TransformerStack
+from models.layers import FastDropout, TransformerStack
 
 
 @dataclass
@@ -37,6 +37,7 @@ class BERT4Rec(SequentialRecommender):
     Config = BERT4RecConfig
     default_loss = "cloze"
     default_instances = "windows"
+    accepts_trimmed_batches = True
     causal = False
     supported_losses = ("cloze", "ce")
 
@@ -47,7 +48,7 @@ class BERT4Rec(SequentialRecommender):
         self.item_embedding = nn.Embedding(shape.n_items + 2, d, padding_idx=0)
         self.position_embedding = nn.Embedding(shape.max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.input_dropout = FastDropout(cfg.dropout)
         self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=cfg.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(shape.n_items + 1))

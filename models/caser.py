@@ -18,6 +18,7 @@ from torch import nn
 
 from benchmark.registry import BACKBONES
 from models.base import SequentialRecommender
+from models.layers import FastDropout
 
 
 @dataclass
@@ -42,7 +43,7 @@ class Caser(SequentialRecommender):
         self.user_embedding = nn.Embedding(shape.n_users + 1, d, padding_idx=0)
         self.conv_v = nn.Conv1d(1, cfg.n_v, kernel_size=L)
         self.conv_h = nn.ModuleList(nn.Conv1d(d, cfg.n_h, kernel_size=h) for h in range(1, L + 1))
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         self.fc1 = nn.Linear(cfg.n_v * d + cfg.n_h * L, d)
         self.fc2 = nn.Linear(2 * d, d)
         nn.init.normal_(self.item_embedding.weight, 0, 1.0 / d)

@@ -39,7 +39,7 @@ from benchmark.registry import BACKBONES
 from denoisers.base import StepContext
 from models.base import SequentialRecommender, init_normal, positions_like
 from models.dcrec_graph import ItemGraph, gcn, neighbour_readout, similarity_graph, transition_graph
-from models.sasrec import TransformerStack
+from models.layers import FastDropout, TransformerStack
 
 LENGTH_ONE_WEIGHT = 0.5  # the reference's fixed conformity weight for one-item histories
 
@@ -133,10 +133,10 @@ class DCRec(SequentialRecommender):
         self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
         self.position_embedding = nn.Embedding(shape.max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = nn.Dropout(cfg.hidden_dropout)
+        self.input_dropout = FastDropout(cfg.hidden_dropout)
         self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.hidden_dropout,
                                        cfg.attn_dropout, cfg.layer_norm_eps)
-        self.graph_dropout = nn.Dropout(cfg.hidden_dropout)  # on the item table before each GCN
+        self.graph_dropout = FastDropout(cfg.hidden_dropout)  # on the item table before each GCN
         self.graph_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
         self.fusion_weight = nn.Parameter(torch.empty(d, d))
         self.fusion_query = nn.Parameter(torch.empty(1, d))

@@ -32,6 +32,7 @@ from torch import nn
 
 from benchmark.registry import BACKBONES
 from models.base import SequentialRecommender, init_normal, positions_like
+from models.layers import FastDropout
 
 
 @dataclass
@@ -71,10 +72,10 @@ class FilterBlock(nn.Module):
     def __init__(self, length: int, d: int, inner: int, dropout: float, eps: float, init_std: float) -> None:
         super().__init__()
         self.filter = FrequencyFilter(length, d, init_std)
-        self.filter_dropout = nn.Dropout(dropout)
+        self.filter_dropout = FastDropout(dropout)
         self.filter_norm = nn.LayerNorm(d, eps=eps)
         self.ffn = nn.Sequential(nn.Linear(d, inner), nn.GELU(), nn.Linear(inner, d))
-        self.ffn_dropout = nn.Dropout(dropout)
+        self.ffn_dropout = FastDropout(dropout)
         self.ffn_norm = nn.LayerNorm(d, eps=eps)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -100,7 +101,7 @@ class FMLPRec(SequentialRecommender):
         self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
         self.position_embedding = nn.Embedding(shape.max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.input_dropout = FastDropout(cfg.dropout)
         init_normal(self)  # before the blocks: the filters keep their own N(0, 1) * std init
         self.blocks = nn.ModuleList(
             FilterBlock(shape.max_len, d, cfg.inner_size, cfg.dropout, cfg.layer_norm_eps, cfg.filter_init_std)

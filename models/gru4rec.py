@@ -12,6 +12,7 @@ from torch import nn
 
 from benchmark.registry import BACKBONES
 from models.base import SequentialRecommender
+from models.layers import FastDropout
 
 
 @dataclass
@@ -26,11 +27,12 @@ class GRU4RecConfig:
 class GRU4Rec(SequentialRecommender):
     Config = GRU4RecConfig
     default_instances = "all_positions"
+    accepts_trimmed_batches = True
 
     def __init__(self, cfg: GRU4RecConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
         self.item_embedding = nn.Embedding(shape.n_items + 1, cfg.embedding_size, padding_idx=0)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = FastDropout(cfg.dropout)
         self.gru = nn.GRU(cfg.embedding_size, cfg.hidden_size, num_layers=cfg.num_layers, bias=False, batch_first=True)
         self.dense = nn.Linear(cfg.hidden_size, cfg.embedding_size)
         nn.init.xavier_normal_(self.item_embedding.weight)

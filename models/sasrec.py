@@ -13,6 +13,7 @@ from torch import nn
 
 from benchmark.registry import BACKBONES
 from models.base import SequentialRecommender, init_normal, positions_like
+from models.layers import FastDropout, TransformerStack
 
 
 @dataclass
@@ -27,45 +28,11 @@ class SASRecConfig:
     bidirectional: bool = False  # IADSR reference variant (no causal mask)
 
 
-def attention_mask(pad_mask: torch.Tensor, n_heads: int, causal: bool) -> torch.Tensor:
-    """Boolean mask ``[B * heads, L, L]``, True = blocked: padding keys (and future keys when
-    causal); the diagonal is always allowed."""
-    B, L = pad_mask.shape
-    blocked = pad_mask.unsqueeze(1).expand(B, L, L)
-    if causal:
-        future = torch.triu(torch.ones(L, L, dtype=torch.bool, device=pad_mask.device), diagonal=1)
-        blocked = blocked | future
-    eye = torch.eye(L, dtype=torch.bool, device=pad_mask.device)
-    blocked = blocked & ~eye
-    return blocked.repeat_interleave(n_heads, dim=0)
-
-
-class TransformerStack(nn.Module):
-    """Post-LN transformer blocks with GELU FFN (shared by SASRec and BERT4Rec)."""
-
-    def __init__(self, d: int, n_layers: int, n_heads: int, inner: int, dropout: float, attn_dropout: float, eps: float):
-        super().__init__()
-        self.n_heads = n_heads
-        self.layers = nn.ModuleList()
-        for _ in range(n_layers):
-            layer = nn.TransformerEncoderLayer(
-                d, n_heads, inner, dropout=dropout, activation="gelu", batch_first=True, norm_first=False,
-                layer_norm_eps=eps,
-            )
-            layer.self_attn.dropout = attn_dropout
-            self.layers.append(layer)
-
-    def forward(self, x: torch.Tensor, pad_mask: torch.Tensor, causal: bool) -> torch.Tensor:
-        mask = attention_mask(pad_mask, self.n_heads, causal)
-        for layer in self.layers:
-            x = layer(x, src_mask=mask)
-        return x
-
-
 @BACKBONES.register("sasrec")
 class SASRec(SequentialRecommender):
     Config = SASRecConfig
     default_instances = "all_positions"
+    accepts_trimmed_batches = True
 
     def __init__(self, cfg: SASRecConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
@@ -73,7 +40,7 @@ class SASRec(SequentialRecommender):
         self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
         self.position_embedding = nn.Embedding(shape.max_len, d)
         self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = nn.Dropout(cfg.dropout)
+        self.input_dropout = FastDropout(cfg.dropout)
         self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
         init_normal(self)
         self.causal = not cfg.bidirectional

@@ -10,7 +10,6 @@ import torch
 from benchmark.config import ConfigError
 from benchmark.data.sequences import Sequences
 from benchmark.resources import Resources
-from denoisers.base import StepContext
 from denoisers.graphs import normalised_graphs, relation_counts
 from denoisers.seq_ops import insert_two
 from denoisers.ssdrec import SSDRec, SSDRecConfig
