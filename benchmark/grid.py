@@ -399,3 +399,16 @@ def run_grid(
             signal.signal(signal.SIGINT, previous[1])
         bar.close()
     return summary
+
+
+def select(cells: list[Cell], only: list[str]) -> list[Cell]:
+    """Cells matching every ``key=v1,v2`` filter (keys: dataset, noise, backbone, denoiser, seed);
+    lets one grid file be run in slices (e.g. seed 0 of every cell first)."""
+    for spec in only:
+        key, sep, values = spec.partition("=")
+        if not sep or key not in _MATCH_KEYS or not values:
+            raise ValueError(f"--only {spec!r}: expected KEY=V1[,V2...] with KEY one of {', '.join(sorted(_MATCH_KEYS))}")
+        wanted = set(values.split(","))
+        cells = [c for c in cells if str(getattr(c, key)) in wanted]
+    return cells
+

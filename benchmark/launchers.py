@@ -18,7 +18,7 @@ import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from benchmark.grid import Cell
@@ -37,6 +37,7 @@ class CellTask:
     cell: Cell
     runs_dir: str
     executor: str = DEFAULT_EXECUTOR  # "module:function" called as f(cfg, runs_dir=...)
+    torch_threads: int = 0  # > 0: torch.set_num_threads in the worker (N workers share the cores)
 
 
 @dataclass
@@ -79,6 +80,10 @@ def execute_cell(task: CellTask) -> CellOutcome:
     t0 = time.perf_counter()
     cell = task.cell
     config: dict = {}
+    if task.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(task.torch_threads)
     try:
         cfg = cell.compose()
         config = to_dict(cfg)
@@ -131,6 +136,8 @@ def run_processes(tasks: list[CellTask], on_done: Callback, workers: int) -> Non
     If a worker process dies, the pool breaks and every in-flight cell is retried alone in a
     fresh pool; a cell that kills its process when alone is recorded as failed."""
     ctx = multiprocessing.get_context("spawn")
+    share = max(1, (os.cpu_count() or 1) // workers)  # without this each worker takes every core
+    tasks = [t if t.torch_threads else replace(t, torch_threads=share) for t in tasks]
     queue: deque[tuple[CellTask, bool]] = deque((t, False) for t in tasks)  # (task, solo)
 
     def new_pool(n: int) -> ProcessPoolExecutor:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from benchmark.config import ConfigError, to_dict
-from benchmark.grid import expand, load_grid, plan, run_grid
+from benchmark.grid import expand, load_grid, plan, run_grid, select
 from benchmark.registry import DENOISERS
 from benchmark.store import ResultStore
 
@@ -101,6 +101,16 @@ def test_expand_crosses_axes_params_include_and_exclude(tmp_path):
     assert cfg.denoiser.ratio == 0.05 and cfg.dataset.noise.kind == "replace" and cfg.dataset.noise.alpha == 0.1
     assert cfg.logging.wandb_group == "unit" and cfg.train.max_epochs == 2 and cfg.dataset.max_len == 10
     assert cells[0].label == "synthetic | clean | gru4rec | none | seed 0"
+
+
+def test_select_keeps_cells_matching_every_only_filter(tmp_path):
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", GRID)))
+    picked = select(cells, ["backbone=gru4rec", "seed=0,1", "noise=clean"])
+    assert picked and all(c.backbone == "gru4rec" and c.noise == "clean" for c in picked)
+    assert len(picked) == len([c for c in cells if c.backbone == "gru4rec" and c.noise == "clean"])
+    assert select(cells, []) == cells
+    with pytest.raises(ValueError, match="KEY=V1"):
+        select(cells, ["colour=red"])
 
 
 def test_extra_overrides_change_run_ids_but_wandb_group_does_not(tmp_path):

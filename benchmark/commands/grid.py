@@ -24,6 +24,8 @@ def register(sub) -> None:
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs reserved per cell")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs reserved per cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
+                   help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed")
     p.set_defaults(func=main)
 
 
@@ -48,7 +50,7 @@ def command_line(grid_file: str, overrides: list[str], store: str) -> str:
 
 def main(args) -> int:
     from benchmark.cli import UserError
-    from benchmark.grid import expand, load_grid, plan, run_grid
+    from benchmark.grid import expand, load_grid, plan, run_grid, select
     from benchmark.store import ResultStore
 
     if args.workers < 1:
@@ -59,7 +61,10 @@ def main(args) -> int:
         except ImportError as exc:
             raise UserError("--launcher ray needs Ray: pip install 'dsr-bench[ray]' (or 'ray[default]')") from exc
     spec = load_grid(args.grid)
-    cells = expand(spec, args.overrides)
+    try:
+        cells = select(expand(spec, args.overrides), args.only)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     store = ResultStore(args.store)
     p = plan(cells, store.statuses(), args.skip_failed)
     if args.dry_run:

@@ -37,7 +37,7 @@ def main(args) -> int:
     if args.scaling:
         report["scaling"] = scaling(backbones, base_users=args.scaling_users, max_batches=args.max_batches)
         plot_scaling(report["scaling"], out.with_name(out.name + "-scaling.png"))
-    command = "bench " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["perf"] else "bench perf " + " ".join(sys.argv[1:])
+    command = "bench perf " + " ".join(shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["perf"] else sys.argv[1:]))
     md, js = write_report(report, out, command)
     print(md.read_text())
     print(f"written: {md}, {js}")
