@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import shlex
 import sys
+import time
 from pathlib import Path
 
 
 def register(sub) -> None:
     p = sub.add_parser("perf", help="measure training/evaluation throughput and denoiser cost ratios")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--dataset", default="ml-100k", help="a dataset name, or several comma-separated (one report)")
     p.add_argument("--backbones", default="sasrec,gru4rec,caser,bert4rec")
     p.add_argument("--denoisers", default="", help="comma-separated; each timed beside the plain backbone")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--max-batches", type=int, default=None, help="time only this many batches per epoch")
     p.add_argument("--scaling", action="store_true", help="also time synthetic data at 1x, 2x, 4x, 8x users")
     p.add_argument("--scaling-users", type=int, default=500)
-    p.add_argument("--out", default=None, help="report path without suffix (default leaderboards/perf-<dataset>)")
+    p.add_argument("--out", default=None, help="report path without suffix (default leaderboards/perf)")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     p.set_defaults(func=main)
 
@@ -29,16 +30,22 @@ def main(args) -> int:
     from benchmark.data.build import build_split_data
     from benchmark.perf import measure, plot_scaling, scaling, write_report
 
-    cfg = compose(dataset=args.dataset, overrides=list(args.overrides) + ["logging.wandb=disabled"])
-    split = build_split_data(cfg.dataset)
     backbones = _names(args.backbones)
-    report = measure(cfg, split, backbones, _names(args.denoisers), args.reps, args.max_batches)
-    out = Path(args.out or f"leaderboards/perf-{args.dataset}")
+    reports = []
+    for dataset in _names(args.dataset):
+        cfg = compose(dataset=dataset, overrides=list(args.overrides) + ["logging.wandb=disabled"])
+        start = time.perf_counter()
+        split = build_split_data(cfg.dataset)
+        load_seconds = time.perf_counter() - start
+        report = measure(cfg, split, backbones, _names(args.denoisers), args.reps, args.max_batches)
+        report["load_seconds"] = load_seconds
+        reports.append(report)
+    out = Path(args.out or "leaderboards/perf")
     if args.scaling:
-        report["scaling"] = scaling(backbones, base_users=args.scaling_users, max_batches=args.max_batches)
-        plot_scaling(report["scaling"], out.with_name(out.name + "-scaling.png"))
+        reports[-1]["scaling"] = scaling(backbones, base_users=args.scaling_users, max_batches=args.max_batches)
+        plot_scaling(reports[-1]["scaling"], out.with_name(out.name + "-scaling.png"))
     command = "bench perf " + " ".join(shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["perf"] else sys.argv[1:]))
-    md, js = write_report(report, out, command)
+    md, js = write_report(reports, out, command)
     print(md.read_text())
     print(f"written: {md}, {js}")
     return 0
