@@ -207,22 +207,31 @@ class SequentialRecommender(pl.LightningModule):
         states = self.target_states(hidden, targets)
         row_of_target = has_target.nonzero(as_tuple=True)[0]
         per_target = self.next_item_loss(states, targets[has_target], items[row_of_target])
+        return self.finish_training_step(ctx, per_target, has_target, batch_idx)
+
+    def finish_training_step(self, ctx: StepContext, per_target: torch.Tensor, target_slots, batch_idx: int,
+                             extra_loss: torch.Tensor | None = None, log: dict | None = None) -> torch.Tensor:
+        """The shared tail of every training step: the denoiser's sample weights (read at
+        ``target_slots``, an index into its ``[B, L]`` weights) normalised per
+        ``denoiser.weight_normalisation``, ``extra_loss`` (a backbone's own auxiliary terms), the
+        denoiser's auxiliary losses, epoch-level logging and the non-finite-loss check."""
         weights = self.denoiser.sample_weights(ctx)
         if weights is not None:
-            w = weights[has_target]
+            w = weights[target_slots]
             if getattr(self.denoiser, "weight_normalisation", "weight") == "count":
                 rec_loss = (per_target * w).sum() / max(len(w), 1)
             else:
                 rec_loss = (per_target * w).sum() / w.sum().clamp(min=1e-8)
         else:
             rec_loss = per_target.mean()
-        total = rec_loss
-        log = {"train/rec_loss": rec_loss.detach()}
+        total = rec_loss if extra_loss is None else rec_loss + extra_loss
+        log = dict(log or {})
+        log["train/rec_loss"] = rec_loss.detach()
         for name, value in self.denoiser.auxiliary_loss(ctx).items():
             total = total + value
             log[f"train/{name}"] = value.detach()
         log["train/loss"] = total.detach()
-        self.log_dict(log, on_step=False, on_epoch=True, batch_size=items.shape[0])
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=ctx.extras["input_items"].shape[0])
         if not torch.isfinite(total):
             raise FloatingPointError(f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx}")
         return total

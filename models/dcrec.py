@@ -260,22 +260,8 @@ class DCRec(SequentialRecommender):
             if cfg.graph_view_fusion:
                 state = self.fuse(state, terms["adj"], terms["sim"])
         per_target = self.next_item_loss(state, targets[:, -1], items)
-        weights = self.denoiser.sample_weights(ctx)
-        if weights is not None:
-            w = weights[:, -1]
-            rec_loss = (per_target * w).sum() / w.sum().clamp(min=1e-8)
-        else:
-            rec_loss = per_target.mean()
-        total = total + rec_loss
-        log["train/rec_loss"] = rec_loss.detach()
-        for name, value in self.denoiser.auxiliary_loss(ctx).items():
-            total = total + value
-            log[f"train/{name}"] = value.detach()
-        log["train/loss"] = total.detach()
-        self.log_dict(log, on_step=False, on_epoch=True, batch_size=items.shape[0])
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx}")
-        return total
+        last_slot = (slice(None), -1)  # one target per instance, in the last slot
+        return self.finish_training_step(ctx, per_target, last_slot, batch_idx, extra_loss=total, log=log)
 
     # ------------------------------------------------------------------ evaluation
     def eval_views(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
