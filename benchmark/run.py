@@ -63,19 +63,29 @@ class EpochRecorder(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
 
+    def _row(self, epoch: int) -> dict[str, float]:
+        if not self.curve or self.curve[-1]["epoch"] != epoch:
+            self.curve.append({"epoch": epoch})
+        return self.curve[-1]
+
     def on_train_epoch_end(self, trainer, pl_module) -> None:
+        # Lightning validates before the training epoch ends, so the epoch's aggregated train/*
+        # values exist only from here on (reading them at validation gives the previous epoch's)
         self.epoch_seconds.append(time.perf_counter() - self._start)
+        row = self._row(trainer.current_epoch)
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train/"):
+                row[key] = float(value)
 
     def on_validation_end(self, trainer, pl_module) -> None:
         # on_validation_end, not on_validation_epoch_end: callbacks' epoch-end hooks run before
         # the module's, so the epoch's metrics are in callback_metrics only from here on.
         if trainer.sanity_checking:
             return
-        row = {"epoch": trainer.current_epoch}
+        row = self._row(trainer.current_epoch)
         for key, value in trainer.callback_metrics.items():
-            if key.startswith("valid/") or key.startswith("train/"):
+            if key.startswith("valid/"):
                 row[key] = float(value)
-        self.curve.append(row)
 
 
 def _quiet() -> None:
@@ -123,10 +133,12 @@ def _make_loggers(cfg: DictConfig, out_dir: Path, rid: str) -> list:
     if mode != "disabled":
         from pytorch_lightning.loggers import WandbLogger
 
+        from benchmark.grid import noise_label
+
         if mode == "online" and not os.environ.get("WANDB_API_KEY"):
             mode = "offline"
         tags = [f"dataset:{cfg.dataset.name}", f"backbone:{cfg.backbone.name}", f"denoiser:{cfg.denoiser.name}",
-                f"seed:{cfg.seed}", f"noise:{cfg.dataset.noise.kind}"] + list(cfg.logging.wandb_tags)
+                f"seed:{cfg.seed}", f"noise:{noise_label(to_dict(cfg.dataset.noise))}"] + list(cfg.logging.wandb_tags)
         loggers.append(
             WandbLogger(
                 project=cfg.logging.wandb_project,

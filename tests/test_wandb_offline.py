@@ -79,7 +79,7 @@ def test_grid_cell_writes_an_offline_wandb_run_grouped_and_tagged_with_test_and_
         elif kind == "history":  # keys are in `key` or, in W&B 0.31, in `nested_key`
             logged.update({_key(item): item.value_json for item in record.history.item})
     assert [r.run_group for r in runs] == ["wandb-grid"] and runs[0].run_id == cells[0].run_id
-    assert {"dataset:synthetic", "backbone:gru4rec", "denoiser:none", "seed:0", "noise:none"} <= set(runs[0].tags)
+    assert {"dataset:synthetic", "backbone:gru4rec", "denoiser:none", "seed:0", "noise:clean"} <= set(runs[0].tags)
     row = ResultStore(tmp_path / "store").frame().to_dicts()[0]
     assert float(logged["test/hr@10"]) == pytest.approx(row["test_hr@10"])
     assert float(logged["test/ndcg@10"]) == pytest.approx(row["test_ndcg@10"])
