@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.leaderboard import build_sections, paired_pvalue, write_leaderboards
+from benchmark.leaderboard import write_leaderboards
+from benchmark.sections import build_sections, paired_pvalue
 from benchmark.paper_numbers import PAPER_RESULTS, results_for
 from benchmark.store import ResultStore, failure_row, result_row
 

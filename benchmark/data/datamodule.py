@@ -76,7 +76,9 @@ class IndexBatchSampler(Sampler):
 
     def __iter__(self):
         if not self.shuffle:
-            order = torch.arange(self.n)
+            # evaluation: with lengths, batches of similar length (metrics are order-free sums),
+            # so trimmed batches stay narrow
+            order = torch.arange(self.n) if self.lengths is None else torch.argsort(self.lengths, stable=True)
             for start in range(0, self.n, self.batch_size):
                 yield order[start : start + self.batch_size]
             return
@@ -150,6 +152,7 @@ class SeqDataModule(pl.LightningDataModule):
 
     def _loader(self, arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool) -> DataLoader:
         data = TensorBatches(arrays, self.trim_padding)
+        # lengths drive bucketing (training) and length-sorted evaluation batches
         lengths = data.occupied.numpy() if data.occupied is not None else None
         return DataLoader(
             data,

@@ -1,0 +1,193 @@
+"""Result-store rows grouped for leaderboards, with per-seed statistics.
+
+Rows are grouped into *sections* — one per dataset, noise setting and training budget/data
+setting (:data:`SETTING_KEYS`) — and, inside a section, into *variants*: runs whose configs
+agree on everything but the seed and non-semantic fields (:data:`IGNORED_KEYS`). A variant's
+label is its backbone and denoiser, plus whatever keys set it apart from other variants of the
+same backbone and denoiser (e.g. ``semantic-outlier (ratio=0.05)``). Statistics: mean ± sample
+std (ddof 1) over seeds, relative gain over the backbone's ``none`` variant, and a paired
+t-test over the seeds both share (``scipy.stats.ttest_rel``).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy.stats import ttest_rel
+
+from benchmark.store import flatten
+
+SIGNIFICANCE = 0.05
+SETTING_PREFIXES = ("dataset.",)
+SETTING_KEYS = ("train.max_epochs", "train.patience", "train.monitor", "eval.ks", "eval.exclude_history", "data_source")
+IGNORED_KEYS = ("seed", "profile", "dataset.name", "dataset.root", "train.num_workers", "train.pin_memory",
+                "eval.batch_size", "eval.optimistic_ties")
+IGNORED_PREFIXES = ("logging.",)
+
+
+@dataclass
+class Variant:
+    backbone: str
+    denoiser: str
+    config: dict[str, Any]  # variant-defining config (flat)
+    runs: dict[int, dict] = field(default_factory=dict)  # seed -> store row
+    label: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.runs)
+
+    def values(self, column: str) -> dict[int, float]:
+        """seed -> value of ``column`` for the seeds where it is a number."""
+        out = {}
+        for seed, row in self.runs.items():
+            v = row.get(column)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                out[seed] = float(v)
+        return out
+
+    @property
+    def mode(self) -> str:
+        modes = sorted({str(r.get("mode") or "plain") for r in self.runs.values()})
+        return ", ".join(modes)
+
+
+@dataclass
+class Section:
+    dataset: str
+    noise: str
+    setting: dict[str, Any]
+    variants: list[Variant]
+    protocols: list[dict]
+
+    @property
+    def ks(self) -> list[int]:
+        raw = self.setting.get("eval.ks", "[5, 10, 20]")
+        return sorted(json.loads(raw) if isinstance(raw, str) else list(raw))
+
+    @property
+    def metrics(self) -> list[str]:
+        return [f"{m}@{k}" for m in ("hr", "ndcg") for k in self.ks]
+
+
+# ----------------------------------------------------------------------------- statistics
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
+
+
+def paired_pvalue(a: dict[int, float], b: dict[int, float]) -> float | None:
+    """Two-sided paired t-test p-value of ``a`` vs ``b`` over the seeds both have (sorted);
+    None with fewer than 2 common seeds or when the test is undefined (no variation)."""
+    common = sorted(set(a) & set(b))
+    if len(common) < 2:
+        return None
+    x = np.array([a[s] for s in common])
+    y = np.array([b[s] for s in common])
+    diff = x - y
+    if np.ptp(diff) <= 1e-12 * max(1.0, float(np.abs(diff).max())):  # constant: t is 0/0 or infinite
+        return None
+    p = float(ttest_rel(x, y).pvalue)
+    return p if math.isfinite(p) else None
+
+
+# ----------------------------------------------------------------------------- grouping
+def _is_setting(key: str) -> bool:
+    return key in SETTING_KEYS or (key.startswith(SETTING_PREFIXES) and key not in IGNORED_KEYS)
+
+
+def _is_ignored(key: str) -> bool:
+    return key in IGNORED_KEYS or key.startswith(IGNORED_PREFIXES)
+
+
+def dump(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+def _short(key: str) -> str:
+    return key[len("denoiser."):] if key.startswith("denoiser.") else key
+
+
+def fmt_value(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def build_sections(rows: list[dict]) -> dict[str, list[Section]]:
+    """dataset -> sections (sorted: clean first, then by noise label, then by setting)."""
+    groups: dict[tuple[str, str, str], dict[str, Variant]] = {}
+    settings: dict[tuple[str, str, str], dict] = {}
+    protocols: dict[tuple[str, str, str], list[dict]] = {}
+    for row in sorted(rows, key=lambda r: r["run_id"]):
+        cfg = flatten(json.loads(row["config_json"]))
+        setting = {k: v for k, v in cfg.items() if _is_setting(k)}
+        variant_cfg = {k: v for k, v in cfg.items() if not _is_setting(k) and not _is_ignored(k)}
+        key = (str(cfg["dataset.name"]), str(row["noise_setting"]), dump(setting))
+        settings[key] = setting
+        protocols.setdefault(key, []).append(json.loads(row["protocol_json"]) if row.get("protocol_json") else {})
+        vkey = dump(variant_cfg)
+        variants = groups.setdefault(key, {})
+        if vkey not in variants:
+            variants[vkey] = Variant(str(cfg["backbone.name"]), str(cfg["denoiser.name"]), variant_cfg)
+        variants[vkey].runs.setdefault(int(cfg["seed"]), row)
+    out: dict[str, list[Section]] = {}
+    for key in sorted(groups, key=lambda k: (k[0], k[1] != "clean", k[1], k[2])):
+        variants = list(groups[key].values())
+        _label(variants)
+        variants.sort(key=lambda v: (v.backbone, v.denoiser != "none", v.denoiser, v.label))
+        out.setdefault(key[0], []).append(Section(key[0], key[1], settings[key], variants, protocols[key]))
+    return out
+
+
+def _label(variants: list[Variant]) -> None:
+    """Name each variant: denoiser + the keys that differ among its (backbone, denoiser) peers."""
+    peers: dict[tuple[str, str], list[Variant]] = {}
+    for v in variants:
+        peers.setdefault((v.backbone, v.denoiser), []).append(v)
+    for group in peers.values():
+        keys = sorted({k for v in group for k in v.config})
+        varying = [k for k in keys if len({dump(v.config.get(k)) for v in group}) > 1]
+        for v in group:
+            extra = ", ".join(f"{_short(k)}={fmt_value(v.config.get(k))}" for k in varying)
+            v.label = f"{v.denoiser} ({extra})" if extra else v.denoiser
+
+
+def baseline_of(variant: Variant, section: Section) -> Variant | None:
+    """The backbone's ``none`` variant matching ``variant`` outside the denoiser section (or the
+    only ``none`` variant of the backbone)."""
+    if variant.denoiser == "none":
+        return None
+    nones = [v for v in section.variants if v.backbone == variant.backbone and v.denoiser == "none"]
+    strip = lambda cfg: {k: x for k, x in cfg.items() if not k.startswith("denoiser.")}  # noqa: E731
+    exact = [v for v in nones if strip(v.config) == strip(variant.config)]
+    if len(exact) == 1:
+        return exact[0]
+    return nones[0] if len(nones) == 1 else None
+
+
+@dataclass
+class Stat:
+    mean: float | None
+    std: float | None
+    n: int
+    gain: float | None = None  # relative to the baseline mean
+    p: float | None = None
+
+
+def metric_stat(variant: Variant, column: str, base: Variant | None) -> Stat:
+    vals = variant.values(column)
+    if not vals:
+        return Stat(None, None, 0)
+    mean, std = mean_std([vals[s] for s in sorted(vals)])
+    stat = Stat(mean, std, len(vals))
+    if base is not None:
+        bvals = base.values(column)
+        if bvals:
+            bmean = mean_std([bvals[s] for s in sorted(bvals)])[0]
+            stat.gain = (mean - bmean) / bmean if bmean else None
+            stat.p = paired_pvalue(vals, bvals)
+    return stat
