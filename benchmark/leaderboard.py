@@ -300,7 +300,8 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int]) -
         rows.append([link, dataset, _esc(noises), str(variants), str(runs), str(failed.get(dataset, 0))])
     lines += _table(["leaderboard", "dataset", "noise settings", "variants", "runs", "failed runs"], rows,
                     ["---", "---", "---", "---:", "---:", "---:"])
-    lines += ["", LEGEND, ""]
+    lines += ["", LEGEND, "",
+              "Speed: [perf.md](perf.md) (written by `bench perf`, not from the store; its command is in the file).", ""]
     return "\n".join(lines)
 
 
