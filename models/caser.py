@@ -35,6 +35,7 @@ class CaserConfig:
 class Caser(SequentialRecommender):
     Config = CaserConfig
     default_instances = "all_positions"
+    accepts_trimmed_batches = True  # zeros before the sequence start either way (F.pad), so trimming is exact
 
     def __init__(self, cfg: CaserConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)

@@ -6,6 +6,7 @@ from benchmark.data.datamodule import IndexBatchSampler, SeqDataModule
 from denoisers.base import IdentityDenoiser
 from models.base import ModelShape
 from models.bert4rec import BERT4Rec, BERT4RecConfig
+from models.caser import Caser, CaserConfig
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from models.sasrec import SASRec, SASRecConfig
 from tests.helpers import loo_split
@@ -31,7 +32,8 @@ def test_bucketed_sampler_yields_every_index_once_with_similar_lengths_per_batch
     assert [b.tolist() for b in again] != [b.tolist() for b in batches]  # the next epoch reshuffles
 
 
-@pytest.mark.parametrize("cls,cfg", [(SASRec, SASRecConfig()), (GRU4Rec, GRU4RecConfig()), (BERT4Rec, BERT4RecConfig())])
+@pytest.mark.parametrize("cls,cfg", [(SASRec, SASRecConfig()), (GRU4Rec, GRU4RecConfig()), (BERT4Rec, BERT4RecConfig()),
+                                     (Caser, CaserConfig())])
 def test_trimmed_batches_give_the_same_scores_and_losses_as_full_width(cls, cfg):
     split = _mixed_length_split()
     L = 40
