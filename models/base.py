@@ -295,8 +295,3 @@ def init_normal(module: nn.Module, std: float = 0.02) -> None:
             with torch.no_grad():
                 m.weight[m.padding_idx].zero_()
 
-
-def positions_like(items: torch.Tensor) -> torch.Tensor:
-    return torch.arange(items.shape[1], device=items.device).unsqueeze(0).expand_as(items)
-
-

@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.registry import BACKBONES
-from models.base import SequentialRecommender, init_normal, positions_like
-from models.layers import FastDropout, TransformerStack
+from models.base import SequentialRecommender, init_normal
+from models.layers import PositionalInput, TransformerStack
 
 
 @dataclass
@@ -46,18 +46,14 @@ class BERT4Rec(SequentialRecommender):
         d = cfg.embedding_size
         self.mask_token = shape.n_items + 1
         self.item_embedding = nn.Embedding(shape.n_items + 2, d, padding_idx=0)
-        self.position_embedding = nn.Embedding(shape.max_len, d)
-        self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = FastDropout(cfg.dropout)
+        self.input = PositionalInput(shape.max_len, d, cfg.dropout, cfg.layer_norm_eps)
         self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.dropout, cfg.attn_dropout, cfg.layer_norm_eps)
         self.head = nn.Sequential(nn.Linear(d, d), nn.GELU(), nn.LayerNorm(d, eps=cfg.layer_norm_eps))
         self.bias = nn.Parameter(torch.zeros(shape.n_items + 1))
         init_normal(self)
 
     def encode(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        L = embedded.shape[1]
-        pos = self.position_embedding(positions_like(pad_mask) + (self.max_len - L))
-        x = self.input_dropout(self.input_norm(embedded + pos))
+        x = self.input(embedded)
         return self.head(self.blocks(x, pad_mask, causal=False))
 
     def output_bias(self) -> torch.Tensor:

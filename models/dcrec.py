@@ -37,9 +37,9 @@ from benchmark.data.sequences import SplitData
 from benchmark.metrics import mask_history
 from benchmark.registry import BACKBONES
 from denoisers.base import StepContext
-from models.base import SequentialRecommender, init_normal, positions_like
+from models.base import SequentialRecommender, init_normal
 from models.dcrec_graph import ItemGraph, gcn, neighbour_readout, similarity_graph, transition_graph
-from models.layers import FastDropout, TransformerStack
+from models.layers import FastDropout, PositionalInput, TransformerStack
 
 LENGTH_ONE_WEIGHT = 0.5  # the reference's fixed conformity weight for one-item histories
 
@@ -131,9 +131,7 @@ class DCRec(SequentialRecommender):
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
         d = cfg.embedding_size
         self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
-        self.position_embedding = nn.Embedding(shape.max_len, d)
-        self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = FastDropout(cfg.hidden_dropout)
+        self.input = PositionalInput(shape.max_len, d, cfg.hidden_dropout, cfg.layer_norm_eps)
         self.blocks = TransformerStack(d, cfg.n_layers, cfg.n_heads, cfg.inner_size, cfg.hidden_dropout,
                                        cfg.attn_dropout, cfg.layer_norm_eps)
         self.graph_dropout = FastDropout(cfg.hidden_dropout)  # on the item table before each GCN
@@ -195,9 +193,7 @@ class DCRec(SequentialRecommender):
 
     # ------------------------------------------------------------------ encoder and fusion
     def encode(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
-        L = embedded.shape[1]
-        pos = self.position_embedding(positions_like(pad_mask) + (self.max_len - L))
-        x = self.input_dropout(self.input_norm(embedded + pos))
+        x = self.input(embedded)
         return self.blocks(x, pad_mask, causal=False)
 
     def fuse(self, h_seq: torch.Tensor, adj_vec: torch.Tensor, sim_vec: torch.Tensor) -> torch.Tensor:

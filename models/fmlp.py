@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from benchmark.registry import BACKBONES
-from models.base import SequentialRecommender, init_normal, positions_like
-from models.layers import FastDropout
+from models.base import SequentialRecommender, init_normal
+from models.layers import FastDropout, PositionalInput
 
 
 @dataclass
@@ -99,9 +99,7 @@ class FMLPRec(SequentialRecommender):
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
         d = cfg.embedding_size
         self.item_embedding = nn.Embedding(shape.n_items + 1, d, padding_idx=0)
-        self.position_embedding = nn.Embedding(shape.max_len, d)
-        self.input_norm = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
-        self.input_dropout = FastDropout(cfg.dropout)
+        self.input = PositionalInput(shape.max_len, d, cfg.dropout, cfg.layer_norm_eps)
         init_normal(self)  # before the blocks: the filters keep their own N(0, 1) * std init
         self.blocks = nn.ModuleList(
             FilterBlock(shape.max_len, d, cfg.inner_size, cfg.dropout, cfg.layer_norm_eps, cfg.filter_init_std)
@@ -113,9 +111,7 @@ class FMLPRec(SequentialRecommender):
 
     def encode(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         """``embedded [B, L, d]``, ``pad_mask [B, L]`` (True = padding) -> ``[B, L, d]``."""
-        L = embedded.shape[1]
-        pos = self.position_embedding(positions_like(pad_mask) + (self.max_len - L))
-        x = self.input_dropout(self.input_norm(embedded + pos))
+        x = self.input(embedded)
         keep = (~pad_mask).unsqueeze(-1).to(x.dtype) if self.cfg.zero_padding else None
         if keep is not None:
             x = x * keep

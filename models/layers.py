@@ -39,6 +39,24 @@ class FastDropout(nn.Module):
         return f"p={self.p}"
 
 
+class PositionalInput(nn.Module):
+    """``Dropout(LN(E + P))`` over left-padded slots: the input block of SASRec, BERT4Rec,
+    FMLP-Rec and DCRec. Positions count from the right, so a batch trimmed to ``L <= max_len``
+    slots uses the last ``L`` position vectors. ``embedded [B, L, d] -> [B, L, d]``."""
+
+    def __init__(self, max_len: int, d: int, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.max_len = max_len
+        self.position_embedding = nn.Embedding(max_len, d)
+        self.input_norm = nn.LayerNorm(d, eps=eps)
+        self.input_dropout = FastDropout(dropout)
+
+    def forward(self, embedded: torch.Tensor) -> torch.Tensor:
+        B, L, _ = embedded.shape
+        slots = torch.arange(self.max_len - L, self.max_len, device=embedded.device)
+        return self.input_dropout(self.input_norm(embedded + self.position_embedding(slots).unsqueeze(0)))
+
+
 class TransformerBlock(nn.Module):
     """``x = LN(x + Drop(MHA(x)))``, ``x = LN(x + Drop(W2 GELU(W1 x)))`` (RecBole's SASRec /
     BERT4Rec layer: attention-probability dropout, no dropout on the FFN's inner activation).
