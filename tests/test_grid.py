@@ -113,6 +113,18 @@ def test_select_keeps_cells_matching_every_only_filter(tmp_path):
         select(cells, ["colour=red"])
 
 
+def test_select_matches_noise_by_kind_and_rejects_values_no_cell_has(tmp_path):
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", GRID)))
+    clean = [c for c in cells if c.noise == "clean"]
+    noisy = [c for c in cells if c.noise.startswith("replace")]
+    assert clean and noisy
+    assert select(cells, ["noise=none"]) == clean == select(cells, ["noise=clean"])
+    assert select(cells, ["noise=replace"]) == noisy
+    with pytest.raises(ValueError, match="sasrekk matches no cell; the grid's backbone values: "):
+        select(cells, ["backbone=sasrekk"])
+    assert select(cells, ["backbone=gru4rec", "noise=none", "seed=0,1"])  # filters compose
+
+
 def test_extra_overrides_change_run_ids_but_wandb_group_does_not(tmp_path):
     spec = load_grid(write_grid(tmp_path / "g.yaml", GRID))
     base = [c.run_id for c in expand(spec)]
