@@ -69,6 +69,7 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 300
     patience: int = 10
+    min_epochs: int = 0  # no early stop before this many epochs (long initial plateaus)
     loss: str = "auto"  # auto (backbone default) | ce | bpr | bce_neg | inbatch | cloze
     num_negatives: int = 1
     exclude_history_negatives: bool = True
@@ -184,17 +185,27 @@ def to_dict(cfg: DictConfig) -> dict:
 
 # Fields that never change results, excluded from the run id.
 _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
+# Keys added after results were stored: at these values they are left out of the hash, so the
+# run ids of every earlier config stay valid; any other value changes the id as usual.
+_OMIT_AT_DEFAULT = {("train", "min_epochs"): 0}
+
+
+def _parent(data: dict, path: tuple[str, ...]) -> dict:
+    for key in path[:-1]:
+        data = data.get(key, {})
+    return data
 
 
 def run_id(cfg: DictConfig | dict) -> str:
-    """A 12-hex-digit hash of the resolved config (protocol included), minus logging fields."""
-    data = to_dict(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    data = json.loads(json.dumps(data))
+    """A 12-hex-digit hash of the resolved config (protocol included), minus logging fields
+    and the keys of ``_OMIT_AT_DEFAULT`` at their default."""
+    data = json.loads(json.dumps(to_dict(cfg) if isinstance(cfg, DictConfig) else dict(cfg)))
     for path in _NON_SEMANTIC:
-        node = data
-        for key in path[:-1]:
-            node = node.get(key, {})
-        node.pop(path[-1], None)
+        _parent(data, path).pop(path[-1], None)
+    for path, default in _OMIT_AT_DEFAULT.items():
+        node = _parent(data, path)
+        if path[-1] in node and node[path[-1]] == default:
+            del node[path[-1]]
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -35,6 +35,21 @@ def mask_history(scores: torch.Tensor, history: torch.Tensor, targets: torch.Ten
     return scores
 
 
+METRIC_NAMES = ("hr", "ndcg", "mrr")
+
+
+def monitored_metric(monitor: str, ks) -> tuple[str, str]:
+    """``(metric, logged name)`` of a ``train.monitor`` value such as ``"valid/ndcg@10"``:
+    ``("ndcg@10", "valid_ndcg10")``. The name is what early stopping and checkpointing watch.
+    Raises ``ValueError`` unless the value is ``valid/<hr|ndcg|mrr>@<K>`` with K in ``eval.ks``."""
+    stage, _, metric = str(monitor).partition("/")
+    name, _, k = metric.partition("@")
+    if stage != "valid" or name not in METRIC_NAMES or not k.isdigit() or int(k) not in {int(x) for x in ks}:
+        raise ValueError(f"train.monitor={monitor!r}: expected valid/<{'|'.join(METRIC_NAMES)}>@K with K one of "
+                         f"eval.ks {list(ks)} (e.g. valid/ndcg@10)")
+    return metric, f"valid_{name}{k}"
+
+
 class FullRankingMetrics(Metric):
     """Accumulates HR@K, NDCG@K and MRR@K (means over evaluation instances).
 

@@ -201,14 +201,16 @@ def train_and_test(
     model, dm = build_model_and_data(cfg, split, backbone_name, denoiser)
     recorder = EpochRecorder()
     ckpt_dir = out_dir / "checkpoints" / backbone_name
+    watched = model.monitor_name
     callbacks = [
         recorder,
-        pl.callbacks.EarlyStopping(monitor="valid_ndcg10", mode="max", patience=int(cfg.train.patience)),
-        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor="valid_ndcg10", mode="max",
+        pl.callbacks.EarlyStopping(monitor=watched, mode="max", patience=int(cfg.train.patience)),
+        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=watched, mode="max",
                                      save_top_k=1, enable_version_counter=False),
     ]
     trainer = pl.Trainer(
         max_epochs=int(cfg.train.max_epochs),
+        min_epochs=int(cfg.train.min_epochs),
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
         precision=cfg.train.precision,
@@ -231,7 +233,7 @@ def train_and_test(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     test_opt = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test_optimistic/")}
-    best_row = max(recorder.curve, key=lambda r: r.get("valid/ndcg@10", -1.0), default={})
+    best_row = max(recorder.curve, key=lambda r: r.get(f"valid/{model.monitor_metric}", -1.0), default={})
     valid = {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")}
     if trainer.logger is not None and hasattr(trainer.logger, "experiment") and cfg.logging.wandb != "disabled":
         for lg in trainer.loggers:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import EvalConfig, TrainConfig, validate_section
-from benchmark.metrics import FullRankingMetrics, mask_history
+from benchmark.metrics import FullRankingMetrics, mask_history, monitored_metric
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
 
 
@@ -75,6 +75,7 @@ class SequentialRecommender(pl.LightningModule):
                 f"choose one of {', '.join(self.supported_losses)}"
             )
         self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
+        self.monitor_metric, self.monitor_name = monitored_metric(self.train_cfg.monitor, self.eval_cfg.ks)
         self.valid_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics_optimistic = FullRankingMetrics(self.eval_cfg.ks, optimistic=True)
@@ -253,7 +254,7 @@ class SequentialRecommender(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.valid_metrics.compute()
         self.log_dict({f"valid/{k}": v for k, v in values.items()}, prog_bar=False)
-        self.log("valid_ndcg10", values.get("ndcg@10", next(iter(values.values()))), prog_bar=True)
+        self.log(self.monitor_name, values[self.monitor_metric], prog_bar=True)
         self.valid_metrics.reset()
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -1,0 +1,49 @@
+"""Stopping rules of the training loop: min_epochs, the monitored metric, run-id stability."""
+from pathlib import Path
+
+import pytest
+
+from benchmark.config import compose, run_id, to_dict
+from benchmark.metrics import monitored_metric
+from benchmark.run import train_and_test
+from denoisers.base import IdentityDenoiser
+from tests.helpers import transition_split
+
+FAST = ["logging.wandb=disabled", "logging.progress=false", "logging.csv=false", "dataset.max_len=10",
+        "train.batch_size=64"]
+
+
+def _epochs_run(tmp_path: Path, *overrides: str) -> int:
+    cfg = compose(backbone="gru4rec", overrides=[*FAST, *overrides])
+    _, _, _, _, recorder, _ = train_and_test(cfg, transition_split(), "gru4rec", IdentityDenoiser(), tmp_path, "t")
+    return len(recorder.curve)
+
+
+def test_early_stopping_waits_for_min_epochs(tmp_path):
+    # lr 0: validation NDCG never improves after epoch 0, so patience 1 stops at epoch 1
+    frozen = ["train.lr=0.0", "train.patience=1", "train.max_epochs=10"]
+    assert _epochs_run(tmp_path / "a", *frozen) == 2
+    assert _epochs_run(tmp_path / "b", *frozen, "train.min_epochs=5") == 5
+
+
+def test_the_monitored_metric_picks_the_best_epoch(tmp_path):
+    cfg = compose(backbone="gru4rec", overrides=[*FAST, "train.max_epochs=4", "train.lr=0.005",
+                                                 "train.monitor=valid/hr@5", "train.patience=10"])
+    model, valid, _, _, recorder, _ = train_and_test(cfg, transition_split(), "gru4rec", IdentityDenoiser(), tmp_path, "t")
+    assert model.monitor_name == "valid_hr5"
+    best = max(recorder.curve, key=lambda r: r["valid/hr@5"])
+    assert valid["hr@5"] == best["valid/hr@5"] and model.best_epoch == best["epoch"]
+
+
+def test_monitor_must_name_a_computed_validation_metric():
+    assert monitored_metric("valid/ndcg@10", [5, 10, 20]) == ("ndcg@10", "valid_ndcg10")
+    for bad in ("valid/ndcg@50", "test/hr@10", "valid/recall@10", "ndcg@10"):
+        with pytest.raises(ValueError, match="train.monitor"):
+            monitored_metric(bad, [5, 10, 20])
+
+
+def test_min_epochs_at_its_default_keeps_earlier_run_ids():
+    cfg = to_dict(compose(backbone="sasrec"))
+    before = dict(cfg, train={k: v for k, v in cfg["train"].items() if k != "min_epochs"})
+    assert run_id(cfg) == run_id(before)
+    assert run_id(compose(backbone="sasrec", overrides=["train.min_epochs=20"])) != run_id(cfg)
