@@ -248,9 +248,11 @@ def train_and_test(
     return model, valid, test, test_opt, recorder, fit_seconds
 
 
-def denoise_eval_histories(denoiser: Denoiser, split: SplitData, directory: Path) -> SplitData:
-    """Apply ``denoiser.denoise_eval`` to the validation and test histories (data-level methods
-    that also clean evaluation inputs); decisions are saved under ``directory/<stage>/``."""
+def denoise_eval_histories(decide, split: SplitData, directory: Path) -> SplitData:
+    """Apply ``decide(history, stage) -> DenoisedSequences | None`` to the validation and test
+    histories (data-level methods that clean evaluation inputs: ``denoiser.denoise_eval``;
+    transfer runs of methods that denoise their own evaluation inputs: the native model's
+    export); decisions are saved under ``directory/<stage>/``."""
     from dataclasses import replace
 
     from benchmark.data.sequences import EvalSet
@@ -259,7 +261,7 @@ def denoise_eval_histories(denoiser: Denoiser, split: SplitData, directory: Path
     changes: dict = {}
     for stage in ("valid", "test"):
         ev = getattr(split, stage)
-        decisions = denoiser.denoise_eval(ev.history, stage)
+        decisions = decide(ev.history, stage)
         if decisions is None:
             continue
         save_denoised(directory / stage, split, decisions)
@@ -322,7 +324,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions)
         split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
-        split = denoise_eval_histories(denoiser, split, out_dir / "denoised")
+        split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised")
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         mode = f"transfer from {denoiser.default_native}"
@@ -331,6 +333,9 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions)
         split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({denoiser.default_native})")
+        if denoiser.denoises_eval_inputs:
+            split = denoise_eval_histories(lambda history, _: denoiser.export(native, history), split,
+                                           out_dir / "denoised")
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"

@@ -102,6 +102,14 @@ class Denoiser(nn.Module):
         return cls.native_backbones is None or backbone in cls.native_backbones
 
     @property
+    def denoises_eval_inputs(self) -> bool:
+        """True if the method scores validation/test users on histories it denoised itself
+        (HSD, SSDRec, STEAM's corrected path). A transfer run then also exports the evaluation
+        histories from the natively trained model, so the transferred backbone is evaluated the
+        way the method is; otherwise it sees raw evaluation histories."""
+        return False
+
+    @property
     def exports(self) -> bool:
         """True if the method can emit ``DenoisedSequences`` (data level, or joint export)."""
         return self.level == "data" or type(self).export is not Denoiser.export

@@ -101,6 +101,7 @@ class HSD(Denoiser):
     default_native = "sasrec"
     train_instances = "prefix"
     presets = PRESETS
+    denoises_eval_inputs = True  # evaluation histories pass through the same front-end
 
     def __init__(self, cfg: HSDConfig | None = None, resources=None) -> None:
         super().__init__(cfg, resources)

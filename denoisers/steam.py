@@ -240,6 +240,10 @@ class STEAM(Denoiser):
         finally:
             model.train(was_training)
 
+    @property
+    def denoises_eval_inputs(self) -> bool:
+        return self.cfg.eval_path == "corrected"
+
     # ------------------------------------------------------------------ hooks
     def prepare_batch(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         batch = ctx.batch

@@ -323,3 +323,7 @@ def test_bert4rec_runs_by_transfer_from_the_native_backbone(tmp_path):
     result = execute(compose(backbone="bert4rec", denoiser="hsd", dataset="synthetic", profile="smoke", overrides=small), runs_dir=tmp_path)
     assert result.mode == "transfer from sasrec" and result.protocol["train_instances"] == "windows"
     assert "hsd (sasrec)" in result.protocol["denoised_by"]
+    # HSD scores its own evaluation users on denoised histories: so does the transferred model
+    assert result.protocol["denoised_eval_histories"] == "valid,test"
+    for stage in ("valid", "test"):
+        assert (tmp_path / result.run_id / "denoised" / stage / "decisions.npz").exists()

@@ -301,12 +301,26 @@ def test_joint_run_exports_data_that_reloads_and_trains(tmp_path: Path):
     assert second.status == "ok" and "hr@10" in second.test
 
 
-def test_non_native_backbone_runs_the_transfer_protocol(tmp_path: Path):
+def test_non_native_backbone_runs_the_transfer_protocol_with_steams_evaluation_path(tmp_path: Path):
+    from benchmark.export import load_denoised_split
     from benchmark.run import execute
 
     common = ["dataset.synthetic.n_users=60", "dataset.synthetic.n_items=40", "dataset.max_len=12", "train.batch_size=64"]
     result = execute(compose(backbone="sasrec", denoiser="steam", dataset="synthetic", profile="smoke", overrides=common),
                      runs_dir=tmp_path)
     assert result.mode == "transfer from bert4rec"
-    assert (tmp_path / result.run_id / "denoised" / "decisions.npz").exists()
+    out = tmp_path / result.run_id / "denoised"
+    assert (out / "decisions.npz").exists()
     assert "hr@10" in result.test
+    # eval_path corrected (default): SASRec is evaluated on STEAM-corrected histories, targets untouched
+    assert result.protocol["denoised_eval_histories"] == "valid,test"
+    split = build_split_data(compose(dataset="synthetic", overrides=common).dataset)
+    reloaded = load_denoised_split(out, split)
+    for stage in ("valid", "test"):
+        history = getattr(reloaded, stage).history
+        assert np.array_equal(getattr(reloaded, stage).targets, getattr(split, stage).targets)
+        assert history.items.min() >= 1 and history.items.max() <= split.n_items
+    raw = execute(compose(backbone="sasrec", denoiser="steam", dataset="synthetic", profile="smoke",
+                          overrides=common + ["denoiser.eval_path=raw"]), runs_dir=tmp_path)
+    assert "denoised_eval_histories" not in raw.protocol
+    assert not (tmp_path / raw.run_id / "denoised" / "test").exists()
