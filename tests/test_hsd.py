@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from benchmark.config import ConfigError
-from benchmark.data.sequences import Sequences
 from benchmark.resources import Resources
 from denoisers.base import StepContext
 from denoisers.hsd import HSD, HSDConfig
