@@ -11,12 +11,11 @@ import torch.nn.functional as F
 
 from benchmark.config import ConfigError, compose, to_dict
 from benchmark.data.instances import build_train_tensors
-from benchmark.data.sequences import Sequences
 from benchmark.registry import BACKBONES, TEXT_ENCODERS
 from benchmark.resources import Resources
 from denoisers.base import StepContext, make_denoiser
 from denoisers.iadsr import MODE_THRESHOLD, IADSR, IADSRReference
-from denoisers.iadsr_interests import compute_interests, range_texts, truncate_ranges
+from denoisers.iadsr_interests import range_texts, truncate_ranges
 from denoisers.iadsr_losses import blocked_info_nce, gumbel_sigmoid, info_nce, interest_terms
 from models.base import ModelShape
 from tests.helpers import loo_split
