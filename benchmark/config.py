@@ -187,7 +187,13 @@ def to_dict(cfg: DictConfig) -> dict:
 _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
-_OMIT_AT_DEFAULT = {("train", "min_epochs"): 0}
+OMIT_AT_DEFAULT = {("train", "min_epochs"): 0}
+
+
+def fill_added_keys(flat: dict) -> dict:
+    """A flattened stored config (``{"train.lr": ...}``) with the ``OMIT_AT_DEFAULT`` keys it
+    predates set to their default (the value those runs used)."""
+    return {**{".".join(path): default for path, default in OMIT_AT_DEFAULT.items()}, **flat}
 
 
 def _parent(data: dict, path: tuple[str, ...]) -> dict:
@@ -198,11 +204,11 @@ def _parent(data: dict, path: tuple[str, ...]) -> dict:
 
 def run_id(cfg: DictConfig | dict) -> str:
     """A 12-hex-digit hash of the resolved config (protocol included), minus logging fields
-    and the keys of ``_OMIT_AT_DEFAULT`` at their default."""
+    and the keys of ``OMIT_AT_DEFAULT`` at their default."""
     data = json.loads(json.dumps(to_dict(cfg) if isinstance(cfg, DictConfig) else dict(cfg)))
     for path in _NON_SEMANTIC:
         _parent(data, path).pop(path[-1], None)
-    for path, default in _OMIT_AT_DEFAULT.items():
+    for path, default in OMIT_AT_DEFAULT.items():
         node = _parent(data, path)
         if path[-1] in node and node[path[-1]] == default:
             del node[path[-1]]

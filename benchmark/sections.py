@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import ttest_rel
 
+from benchmark.config import fill_added_keys
 from benchmark.store import flatten
 
 SIGNIFICANCE = 0.05
@@ -123,7 +124,7 @@ def build_sections(rows: list[dict]) -> dict[str, list[Section]]:
     settings: dict[tuple[str, str, str], dict] = {}
     protocols: dict[tuple[str, str, str], list[dict]] = {}
     for row in sorted(rows, key=lambda r: r["run_id"]):
-        cfg = flatten(json.loads(row["config_json"]))
+        cfg = fill_added_keys(flatten(json.loads(row["config_json"])))
         setting = {k: v for k, v in cfg.items() if _is_setting(k)}
         variant_cfg = {k: v for k, v in cfg.items() if not _is_setting(k) and not _is_ignored(k)}
         key = (str(cfg["dataset.name"]), str(row["noise_setting"]), dump(setting))

@@ -162,7 +162,8 @@ class ResultStore:
         files = self.files()
         if not files:
             return pl.LazyFrame(schema={"run_id": pl.String, "status": pl.String})
-        return pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+        lf = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
+        return _fill_keys_added_later(lf)
 
     def frame(self, status: str | None = None) -> pl.DataFrame:
         lf = self.scan()
@@ -183,3 +184,18 @@ class ResultStore:
         lf = self.scan().filter(pl.col("status") == STATUS_FAILED)
         df = lf.select("run_id", pl.col("error") if "error" in lf.collect_schema() else pl.lit(None).alias("error")).collect()
         return dict(zip(df["run_id"].to_list(), df["error"].to_list()))
+
+
+def _fill_keys_added_later(lf: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows stored before a config key existed ran with its default (the key is in
+    ``config.OMIT_AT_DEFAULT``, their run ids are unchanged): show that default instead of
+    null, so old and new rows of one setting group together."""
+    from benchmark.config import OMIT_AT_DEFAULT
+
+    columns = lf.collect_schema().names()
+    fills = []
+    for path, default in OMIT_AT_DEFAULT.items():
+        name = ".".join(path)
+        fills.append(pl.col(name).fill_null(default) if name in columns else pl.lit(default).alias(name))
+    return lf.with_columns(fills) if fills else lf
+

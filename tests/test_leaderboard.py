@@ -205,3 +205,16 @@ def test_paper_numbers_are_transcribed_with_their_source():
     assert "typo" in sports["GRU4Rec", "base"].note
     beauty = {(r.backbone_label, r.method_label) for r in results_for("beauty", "clean", "loo")}
     assert ("SASRec", "HSD") not in beauty  # lost in extraction: no numbers, no row
+
+
+def test_rows_stored_before_a_key_existed_group_with_rows_at_its_default(tmp_path):
+    store = ResultStore(tmp_path / "store")
+    for seed, ndcg in ((0, 0.05), (1, 0.06)):
+        res = result(0.0, "sasrec", "hsd", None, seed, ndcg)
+        if seed == 1:  # written after train.min_epochs was added (its default, 0)
+            res["config"]["train"]["min_epochs"] = 0
+        store.write(result_row(res, grid="fixture"))
+    assert store.frame()["train.min_epochs"].to_list() == [0, 0]
+    [section] = build_sections(store.frame("ok").to_dicts())["ml-100k"]
+    [variant] = section.variants
+    assert variant.label == "hsd" and variant.seeds == [0, 1]
