@@ -24,6 +24,7 @@ from torch import nn
 
 from benchmark.config import EvalConfig, TrainConfig, validate_section
 from benchmark.metrics import FullRankingMetrics, mask_history, monitored_metric
+from models.losses import item_cross_entropy
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
 
 
@@ -158,7 +159,7 @@ class SequentialRecommender(pl.LightningModule):
         lists items excluded from negative sampling)."""
         name = self.loss_name
         if name in ("ce", "cloze"):
-            return F.cross_entropy(self.logits(states), targets, reduction="none")
+            return item_cross_entropy(states, self.output_table(), targets, self.output_bias())
         if name in ("inbatch", "inbatch_tanh"):
             table = self.output_table()[targets]
             z = states @ table.T

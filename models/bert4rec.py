@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmark.registry import BACKBONES
@@ -78,6 +77,3 @@ class BERT4Rec(SequentialRecommender):
         """Drop the oldest slot and append the mask token: ``[B, L]`` -> ``[B, L]``."""
         mask = torch.full_like(items[:, :1], self.mask_token)
         return torch.cat([items[:, 1:], mask], dim=1)
-
-    def next_item_loss(self, states, targets, history):
-        return F.cross_entropy(self.logits(states), targets, reduction="none")
