@@ -24,9 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """``parser.parse_args`` that also accepts ``key=value`` overrides after options
+    (``bench grid g.yaml --only seed=0 train.lr=0.01``): argparse alone stops collecting a
+    positional list at the first option. Anything else unrecognised is the usual error."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if isinstance(getattr(args, "overrides", None), list) and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.parse_args(argv)  # exits with argparse's message naming the bad arguments
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     try:
         result = args.func(args)
     except (UserError, ConfigError, FileNotFoundError, KeyError, ValueError) as exc:

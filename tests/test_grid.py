@@ -264,3 +264,15 @@ def test_sigterm_keeps_the_store_consistent_and_the_rerun_finishes_only_missing_
     ran = next(line for line in again.stdout.splitlines() if line.startswith("ran: "))[5:].split(",")
     assert sorted(ran) == sorted({c.run_id for c in cells} - stored)
     assert store.done_ids() == {c.run_id for c in cells}
+
+
+def test_overrides_may_follow_options_on_the_command_line():
+    from benchmark.cli import build_parser, parse
+
+    parser = build_parser()
+    args = parse(parser, ["grid", "g.yaml", "profile=quick", "--only", "seed=0", "train.lr=0.01", "--dry-run"])
+    assert args.overrides == ["profile=quick", "train.lr=0.01"] and args.only == ["seed=0"] and args.dry_run
+    assert parse(parser, ["run", "--backbone", "gru4rec", "train.lr=0.1", "--seed", "1", "dataset.max_len=32"]).overrides == [
+        "train.lr=0.1", "dataset.max_len=32"]
+    with pytest.raises(SystemExit):
+        parse(parser, ["grid", "g.yaml", "--only", "seed=0", "--no-such-option"])
