@@ -123,7 +123,8 @@ def render_detection(section: Section) -> list[str]:
         return []
     nb = _bucket_count(section)
     cols = [("det_precision", "precision"), ("det_recall", "recall"), ("det_f1", "F1"),
-            ("det_random_expected_f1", "random F1"), ("det_flag_rate", "flag rate"), ("det_noise_rate", "noise rate")]
+            ("det_random_expected_f1", "random F1"), ("det_roc_auc", "AUC"), ("det_flag_rate", "flag rate"),
+            ("det_noise_rate", "noise rate")]
     cols += [(f"det_removal_ratio_b{b}", f"removed b{b}") for b in range(nb)]
     header = ["backbone", "denoiser", "n"] + [c[1] for c in cols]
     rows = []
@@ -237,8 +238,9 @@ def render_dataset(dataset: str, sections: list[Section]) -> str:
         if det:
             lines += ["### Noise detection", "",
                       "Micro-averaged over training positions (protocol.md §6), mean over seeds; random F1 = expected F1 "
-                      "of a random remover at the same flag rate; removed b<k> = share of popularity bucket k's "
-                      "positions flagged (equal-frequency buckets, b0 hottest).", "", *det, ""]
+                      "of a random remover at the same flag rate; AUC = ROC AUC of the method's noise scores against the "
+                      "injected labels (0.5 = chance; comparable across flag rates); removed b<k> = share of popularity "
+                      "bucket k's positions flagged (equal-frequency buckets, b0 hottest).", "", *det, ""]
         paper = render_paper(s, stats)
         if paper:
             lines += ["### Paper vs ours", "",

@@ -60,7 +60,7 @@ def result(alpha, backbone, denoiser, ratio, seed, ndcg) -> dict:
     if denoiser != "none":
         flag = 0.05 + 0.01 * seed
         det = {"precision": 0.6 + 0.01 * seed, "recall": 0.4, "f1": 0.48, "flag_rate": flag, "noise_rate": 0.1,
-               "random_f1": 0.07, "random_expected_f1": 0.0667,
+               "random_f1": 0.07, "random_expected_f1": 0.0667, "roc_auc": round(0.7 + 0.01 * seed, 6),
                "buckets": [{"bucket": b, "removal_ratio": round(0.02 * (b + 1) + 0.001 * seed, 6)} for b in range(5)]}
     mode = {"none": "plain", "hsd": "joint", "semantic-outlier": "data"}[denoiser]
     return {"run_id": rid, "config": cfg,
