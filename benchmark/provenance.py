@@ -25,12 +25,14 @@ def library_versions() -> dict[str, str]:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """``<sha>`` or ``<sha>+dirty``; ``unknown`` outside a git checkout."""
+    """``<sha>`` or ``<sha>+dirty``; ``unknown`` outside a git checkout. Generated outputs
+    (``leaderboards/``, rewritten by the very commands that record the commit) do not make the
+    checkout dirty; any other modified tracked file does."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboards"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
