@@ -190,10 +190,15 @@ _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory")
 OMIT_AT_DEFAULT = {("train", "min_epochs"): 0}
 
 
+def added_key_defaults() -> dict:
+    """``OMIT_AT_DEFAULT`` as flattened names: ``{"train.min_epochs": 0}``."""
+    return {".".join(path): default for path, default in OMIT_AT_DEFAULT.items()}
+
+
 def fill_added_keys(flat: dict) -> dict:
     """A flattened stored config (``{"train.lr": ...}``) with the ``OMIT_AT_DEFAULT`` keys it
     predates set to their default (the value those runs used)."""
-    return {**{".".join(path): default for path, default in OMIT_AT_DEFAULT.items()}, **flat}
+    return {**added_key_defaults(), **flat}
 
 
 def _parent(data: dict, path: tuple[str, ...]) -> dict:

@@ -190,12 +190,10 @@ def _fill_keys_added_later(lf: pl.LazyFrame) -> pl.LazyFrame:
     """Rows stored before a config key existed ran with its default (the key is in
     ``config.OMIT_AT_DEFAULT``, their run ids are unchanged): show that default instead of
     null, so old and new rows of one setting group together."""
-    from benchmark.config import OMIT_AT_DEFAULT
+    from benchmark.config import added_key_defaults
 
     columns = lf.collect_schema().names()
-    fills = []
-    for path, default in OMIT_AT_DEFAULT.items():
-        name = ".".join(path)
-        fills.append(pl.col(name).fill_null(default) if name in columns else pl.lit(default).alias(name))
+    fills = [pl.col(name).fill_null(default) if name in columns else pl.lit(default).alias(name)
+             for name, default in added_key_defaults().items()]
     return lf.with_columns(fills) if fills else lf
 
