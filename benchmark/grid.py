@@ -403,7 +403,10 @@ def run_grid(
 
 def _match_values(cell: Cell, key: str) -> set[str]:
     """The strings an ``--only`` value may use for ``key`` of ``cell``; a noise setting matches
-    by its label (``"replace α=0.1"``) or its kind (``replace``; ``none`` or ``clean``)."""
+    by its label (``"replace α=0.1"``) or its kind (``replace``; ``none`` or ``clean``); a
+    ``denoiser_params`` key by its value (cells without that key match nothing)."""
+    if key not in _MATCH_KEYS:
+        return {_fmt(cell.params[key])} if key in cell.params else set()
     value = str(getattr(cell, key))
     if key != "noise":
         return {value}
@@ -412,20 +415,22 @@ def _match_values(cell: Cell, key: str) -> set[str]:
 
 
 def select(cells: list[Cell], only: list[str]) -> list[Cell]:
-    """Cells matching every ``key=v1,v2`` filter (keys: dataset, noise, backbone, denoiser, seed);
-    lets one grid file be run in slices (e.g. seed 0 of every cell first). A value that matches
-    no cell of the grid is an error naming the values the grid has (a typo must not silently
-    select nothing)."""
+    """Cells matching every ``key=v1,v2`` filter (keys: dataset, noise, backbone, denoiser, seed,
+    or a ``denoiser_params`` key of the grid such as ``info_weight``); lets one grid file be run
+    in slices (e.g. seed 0 of every cell first). A value that matches no cell of the grid is an
+    error naming the values the grid has (a typo must not silently select nothing)."""
     every = cells
+    param_keys = {k for c in every for k in c.params}
     for spec in only:
         key, sep, values = spec.partition("=")
-        if not sep or key not in _MATCH_KEYS or not values:
-            raise ValueError(f"--only {spec!r}: expected KEY=V1[,V2...] with KEY one of {', '.join(sorted(_MATCH_KEYS))}")
+        if not sep or key not in _MATCH_KEYS | param_keys or not values:
+            raise ValueError(f"--only {spec!r}: expected KEY=V1[,V2...] with KEY one of "
+                             f"{', '.join(sorted(_MATCH_KEYS) + sorted(param_keys))}")
         wanted = set(values.split(","))
         available = set().union(*(_match_values(c, key) for c in every)) if every else set()
         unknown = sorted(wanted - available)
         if every and unknown:
-            names = sorted({str(getattr(c, key)) for c in every})
+            names = sorted(available if key in param_keys else {str(getattr(c, key)) for c in every})
             raise ValueError(f"--only {spec!r}: {', '.join(unknown)} matches no cell; the grid's {key} values: {', '.join(names)}")
         cells = [c for c in cells if _match_values(c, key) & wanted]
     return cells

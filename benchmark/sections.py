@@ -6,7 +6,9 @@ agree on everything but the seed and non-semantic fields (:data:`IGNORED_KEYS`).
 label is its backbone and denoiser, plus whatever keys set it apart from other variants of the
 same backbone and denoiser (e.g. ``semantic-outlier (ratio=0.05)``). Statistics: mean ± sample
 std (ddof 1) over seeds, relative gain over the backbone's ``none`` variant, and a paired
-t-test over the seeds both share (``scipy.stats.ttest_rel``).
+t-test over the seeds both share (``scipy.stats.ttest_rel``). Where a backbone and denoiser ran
+with several hyperparameter settings, :func:`chosen_on_validation` picks one by the validation
+metric the runs early-stopped on (never by a test metric).
 """
 from __future__ import annotations
 
@@ -192,3 +194,43 @@ def metric_stat(variant: Variant, column: str, base: Variant | None) -> Stat:
             stat.gain = (mean - bmean) / bmean if bmean else None
             stat.p = paired_pvalue(vals, bvals)
     return stat
+
+
+# ----------------------------------------------------------------------------- model selection
+def monitor_column(section: Section) -> str:
+    """Store column of the validation metric the section's runs early-stopped on, e.g.
+    ``train.monitor = "valid/ndcg@10"`` -> ``"valid_ndcg@10"``."""
+    stage, _, metric = str(section.setting.get("train.monitor") or "valid/ndcg@10").partition("/")
+    return f"{stage}_{metric}"
+
+
+@dataclass
+class Choice:
+    chosen: Variant
+    candidates: list[Variant]  # every variant of the (backbone, denoiser), chosen included
+    eligible: int  # candidates that ran the full seed set and so took part in the choice
+    column: str  # validation column the choice maximised
+    value: float  # the chosen variant's mean of ``column`` over its seeds
+
+
+def chosen_on_validation(section: Section) -> list[Choice]:
+    """Per (backbone, denoiser) with at least two variants: the variant with the highest mean
+    validation value of the monitored metric. Only variants that ran every seed any of them ran
+    compete (a mean over fewer seeds is not comparable); ties go to the first label in sort
+    order. Test metrics play no part."""
+    column = monitor_column(section)
+    groups: dict[tuple[str, str], list[Variant]] = {}
+    for v in section.variants:
+        groups.setdefault((v.backbone, v.denoiser), []).append(v)
+    out = []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        seeds = set().union(*(set(v.values(column)) for v in group))
+        eligible = [v for v in group if set(v.values(column)) == seeds]
+        if not eligible:
+            continue
+        means = {id(v): float(np.mean([v.values(column)[s] for s in sorted(seeds)])) for v in eligible}
+        best = max(sorted(eligible, key=lambda v: v.label), key=lambda v: means[id(v)])
+        out.append(Choice(best, group, len(eligible), column, means[id(best)]))
+    return out

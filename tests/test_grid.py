@@ -125,6 +125,14 @@ def test_select_matches_noise_by_kind_and_rejects_values_no_cell_has(tmp_path):
     assert select(cells, ["backbone=gru4rec", "noise=none", "seed=0,1"])  # filters compose
 
 
+def test_select_filters_on_denoiser_params_and_lists_the_values_the_grid_has(tmp_path):
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", GRID)))
+    picked = select(cells, ["ratio=0.05"])
+    assert picked == [c for c in cells if c.params == {"ratio": 0.05}]
+    with pytest.raises(ValueError, match="0.5 matches no cell; the grid's ratio values: 0.05, 0.1"):
+        select(cells, ["ratio=0.5"])
+
+
 def test_extra_overrides_change_run_ids_but_wandb_group_does_not(tmp_path):
     spec = load_grid(write_grid(tmp_path / "g.yaml", GRID))
     base = [c.run_id for c in expand(spec)]

@@ -1,6 +1,7 @@
 """Leaderboards from a fixture store: golden files, determinism, significance marks, ranking."""
 from __future__ import annotations
 
+import csv
 import math
 import os
 import re
@@ -218,3 +219,28 @@ def test_rows_stored_before_a_key_existed_group_with_rows_at_its_default(tmp_pat
     [section] = build_sections(store.frame("ok").to_dicts())["ml-100k"]
     [variant] = section.variants
     assert variant.label == "hsd" and variant.seeds == [0, 1]
+
+
+def test_hyperparameters_are_chosen_by_validation_metric_not_test(tmp_path):
+    """semantic-outlier ratio 0.05 has the better validation NDCG@10 but the worse test NDCG@10;
+    the choice must follow validation. A third setting with one seed only is not eligible even
+    though its validation value is the highest."""
+    store = ResultStore(tmp_path / "store")
+    for ratio, valid, test, seeds in ((0.05, 0.30, 0.10, SEEDS), (0.1, 0.20, 0.15, SEEDS), (0.2, 0.90, 0.90, (0,))):
+        for seed in seeds:
+            r = result(0.0, "gru4rec", "semantic-outlier", ratio, seed, test)
+            r["valid"] = {"ndcg@10": valid + 0.001 * seed}
+            store.write(result_row(r))
+    for seed in SEEDS:
+        store.write(result_row(result(0.0, "gru4rec", "none", None, seed, 0.12)))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    block = md.split("### Hyperparameters chosen on validation\n", 1)[1].split("###", 1)[0]
+    lines = [line for line in block.splitlines() if line.startswith("| gru4rec")]
+    assert len(lines) == 1
+    cells = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert cells[:5] == ["gru4rec", "semantic-outlier", "3 (2)", "semantic-outlier (ratio=0.05)", "0.3010"]
+    with open(tmp_path / "out" / "ml-100k.csv", newline="") as fh:
+        flags = {row["variant"]: row["chosen_on_valid"] for row in csv.DictReader(fh)}
+    assert flags == {"none": "", "semantic-outlier (ratio=0.05)": "1", "semantic-outlier (ratio=0.1)": "0",
+                     "semantic-outlier (ratio=0.2)": "0"}

@@ -25,7 +25,8 @@ def register(sub) -> None:
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs reserved per cell")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
-                   help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed")
+                   help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed, "
+                        "or a denoiser_params key of the grid")
     p.set_defaults(func=main)
 
 
