@@ -71,11 +71,57 @@ class GraphSet:
     user_pos: torch.Tensor
     user_neg: torch.Tensor
 
+    def __post_init__(self) -> None:
+        self._transposes: dict[str, torch.Tensor] = {}
+
     def to(self, device) -> "GraphSet":
         return GraphSet(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
+    def mm(self, name: str, dense: torch.Tensor) -> torch.Tensor:
+        """``graph @ dense`` for the graph field ``name`` (``[R, C] @ [C, H] -> [R, H]``),
+        differentiable in ``dense``; the graph's transpose is built once and reused by every
+        backward pass (PyTorch's own backward through a CSR operand re-transposes it, CSR ->
+        COO -> sort -> CSR, on every call: a third of an SSDRec step on Beauty)."""
+        graph = getattr(self, name)
+        if not (torch.is_grad_enabled() and dense.requires_grad):
+            return torch.sparse.mm(graph, dense)
+        if name not in self._transposes:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+                self._transposes[name] = graph.to_sparse_coo().t().coalesce().to_sparse_csr()
+        return _ConstantGraphMM.apply(dense, graph, self._transposes[name])
+
     def edges(self) -> dict[str, int]:
         return {f: int(getattr(self, f)._nnz()) for f in self.__dataclass_fields__}
+
+
+    def rows_mm(self, name: str, rows: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        """``(graph @ dense)[rows]`` without the other rows (``rows [B]`` -> ``[B, H]``): a
+        gather of the rows' edges and a segment sum, differentiable in ``dense``. Work is the
+        rows' edge count, not the graph's (a batch's users hold ~1 % of Beauty's 5.2M user-user
+        edges)."""
+        graph = getattr(self, name)
+        crow, col, val = graph.crow_indices(), graph.col_indices(), graph.values()
+        start = crow[rows]
+        counts = crow[rows + 1] - start
+        segment = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+        first = torch.cumsum(counts, 0) - counts  # position of each row's first edge in the gather
+        edge = start[segment] + torch.arange(len(segment), device=rows.device) - first[segment]
+        out = dense.new_zeros(len(rows), dense.shape[1])
+        return out.index_add(0, segment, dense[col[edge]] * val[edge, None])
+
+
+class _ConstantGraphMM(torch.autograd.Function):
+    """``graph @ dense`` with a constant sparse graph whose transpose is given."""
+
+    @staticmethod
+    def forward(ctx, dense, graph, graph_t):  # type: ignore[override]
+        ctx.graph_t = graph_t
+        return torch.sparse.mm(graph, dense)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        return torch.sparse.mm(ctx.graph_t, grad.contiguous()), None, None
 
 
 # ---------------------------------------------------------------------- helpers

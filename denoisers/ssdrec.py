@@ -101,11 +101,16 @@ class SSDRec(HSD):
             self.graphs = self.graphs.to(device)
         return self.graphs
 
-    def enhanced_tables(self, model) -> tuple[torch.Tensor, torch.Tensor]:
+    def enhanced_tables(self, model, users: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(I' [N+1, H], U' [U+1, H])``: one GNN pass over the shared item table and HSD's
-        user table."""
+        user table; with ``users [B]``, ``U'`` of those users only (``[B, H]``, same values)."""
         table = model.item_embedding.weight[: model.n_items + 1]
-        return self.encoder(table, self.scorer.user_embedding.weight, self._graphs_on(table.device))
+        graphs = self._graphs_on(table.device)
+        if users is None:
+            return self.encoder(table, self.scorer.user_embedding.weight, graphs)
+        distinct, inverse = torch.unique(users, return_inverse=True)  # prefixes of one user share a row
+        I_plus, U_rows = self.encoder(table, self.scorer.user_embedding.weight, graphs, user_rows=distinct)
+        return I_plus, U_rows[inverse]
 
     def _eval_items(self, model) -> torch.Tensor:
         """``I'`` in eval mode, recomputed only when a parameter changed (in-place version)."""
@@ -127,9 +132,9 @@ class SSDRec(HSD):
             table = cache["items"] if cache else self._eval_items(model)
             x = left_to_right(embedded, lengths)
             return HSDView(ids, x, table[ids], (ids > 0).to(x.dtype), lengths)
-        I_plus, U_plus = self.enhanced_tables(model)
+        I_plus, U_batch = self.enhanced_tables(model, users)
         n = lengths.clamp(min=1).to(I_plus.dtype).view(-1, 1, 1)
-        z = I_plus[ids] + U_plus[users].unsqueeze(1) / n
+        z = I_plus[ids] + U_batch.unsqueeze(1) / n
         out = self.augmenter(ids, z, lengths, I_plus, tau)
         x_seq = model.embed(out.ids)
         mask = (ids > 0) if self.stale_mask else (out.ids > 0)

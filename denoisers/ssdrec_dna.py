@@ -52,22 +52,28 @@ class GraphLayer(nn.Module):
         self.item_tap, self.user_tap = TwoTap(), TwoTap()
         self.drop = nn.Dropout(dropout)
 
-    def user_gnn(self, U: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.user_tap(torch.sparse.mm(G, U), U))
+    def user_gnn(self, U: torch.Tensor, g: GraphSet, graph: str, rows: torch.Tensor | None) -> torch.Tensor:
+        if rows is None:
+            return self.drop(self.user_tap(g.mm(graph, U), U))
+        return self.drop(self.user_tap(g.rows_mm(graph, rows, U), U[rows]))
 
-    def item_gnn(self, I: torch.Tensor, G_in: torch.Tensor, G_out: torch.Tensor) -> torch.Tensor:
-        n_in = torch.sparse.mm(G_in, I)
-        n_out = n_in if G_out is G_in else torch.sparse.mm(G_out, I)
+    def item_gnn(self, I: torch.Tensor, g: GraphSet, graph_in: str, graph_out: str) -> torch.Tensor:
+        n_in = g.mm(graph_in, I)
+        n_out = n_in if graph_out == graph_in else g.mm(graph_out, I)
         s_in = F.leaky_relu((I * n_in) @ self.W1, 0.2).sum(1) / math.sqrt(self.H)
         s_out = F.leaky_relu((I * n_out) @ self.W2, 0.2).sum(1) / math.sqrt(self.H)
         w = F.softmax(torch.stack((s_in, s_out), dim=1), dim=1)
         neighbour = n_in * w[:, :1] + n_out * w[:, 1:]
         return self.drop(self.item_tap(I, neighbour))
 
-    def forward(self, I: torch.Tensor, U: torch.Tensor, g: GraphSet) -> tuple[torch.Tensor, torch.Tensor]:
-        u_pos, u_neg = self.user_gnn(U, g.user_pos), self.user_gnn(U, g.user_neg)
-        i_pos, i_neg = self.item_gnn(I, g.item_in, g.item_out), self.item_gnn(I, g.item_neg, g.item_neg)
-        u_ui, i_iu = torch.sparse.mm(g.ui, I), torch.sparse.mm(g.iu, U)
+    def forward(self, I: torch.Tensor, U: torch.Tensor, g: GraphSet,
+                user_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(I' [N+1, H], U' [U+1, H])``, or ``U'`` of ``user_rows`` only (``[R, H]``): each
+        output row reads only its own graph rows, so the rows a batch needs cost a fraction."""
+        u_pos, u_neg = self.user_gnn(U, g, "user_pos", user_rows), self.user_gnn(U, g, "user_neg", user_rows)
+        i_pos, i_neg = self.item_gnn(I, g, "item_in", "item_out"), self.item_gnn(I, g, "item_neg", "item_neg")
+        u_ui = g.mm("ui", I) if user_rows is None else g.rows_mm("ui", user_rows, I)
+        i_iu = g.mm("iu", U)
         u = 0.5 * (torch.cat((u_ui, u_pos), -1) @ self.uu_w + torch.cat((u_ui, u_neg), -1) @ self.uu_w)
         i = 0.5 * (torch.cat((i_iu, i_pos), -1) @ self.ii_w + torch.cat((i_iu, i_neg), -1) @ self.ii_w)
         return torch.sigmoid(i @ self.i_w), torch.sigmoid(u @ self.u_w)
@@ -85,12 +91,17 @@ class GraphEncoder(nn.Module):
         self.layers = nn.ModuleList(GraphLayer(H, dropout) for _ in range(layers))
         self.i_cat, self.u_cat = _xavier(layers * H, H), _xavier(layers * H, H)
 
-    def forward(self, I: torch.Tensor, U: torch.Tensor, g: GraphSet) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, I: torch.Tensor, U: torch.Tensor, g: GraphSet,
+                user_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``user_rows [R]``: return ``U'`` of these users only (``[R, H]``); earlier layers
+        still run on every user, the last one only on these rows."""
         items, users = [], []
-        for layer in self.layers:  # a handful of layers
-            I, U = layer(I, U, g)
+        for k, layer in enumerate(self.layers):  # a handful of layers
+            last = k == len(self.layers) - 1
+            I, U_next = layer(I, U, g, user_rows if last else None)
             items.append(I)
-            users.append(U)
+            users.append(U_next if last or user_rows is None else U_next[user_rows])
+            U = U_next
         return torch.cat(items, -1) @ self.i_cat, torch.cat(users, -1) @ self.u_cat
 
 

@@ -13,7 +13,7 @@ from benchmark.resources import Resources
 from denoisers.graphs import normalised_graphs, relation_counts
 from denoisers.seq_ops import insert_two
 from denoisers.ssdrec import SSDRec, SSDRecConfig
-from denoisers.ssdrec_dna import SelfAugmenter
+from denoisers.ssdrec_dna import GraphEncoder, SelfAugmenter
 from models.base import ModelShape
 from models.gru4rec import GRU4Rec, GRU4RecConfig
 from tests.helpers import loo_split
@@ -117,6 +117,52 @@ def test_normalised_graphs_are_row_stochastic_where_rows_have_edges():
         dense = getattr(g, name).to_dense().numpy()
         sums = dense.sum(1)
         assert np.allclose(sums[sums > 0], 1.0, atol=1e-6), name
+
+
+def test_graph_products_match_dense_matmul_in_value_and_gradient():
+    g = normalised_graphs(_spec_example(), less_freq=0)
+    torch.manual_seed(0)
+    for name in ("ui", "iu", "item_out", "item_in", "item_neg", "user_pos", "user_neg"):
+        graph = getattr(g, name)
+        x = torch.randn(graph.shape[1], 3, requires_grad=True)
+        upstream = torch.randn(graph.shape[0], 3)
+        got = g.mm(name, x)
+        (got_grad,) = torch.autograd.grad((got * upstream).sum(), x)
+        want = graph.to_dense() @ x
+        (want_grad,) = torch.autograd.grad((want * upstream).sum(), x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+        assert name in g._transposes  # built once, reused by later backward passes
+
+
+def test_row_products_equal_the_rows_of_the_full_product_in_value_and_gradient():
+    g = normalised_graphs(_spec_example(), less_freq=0)
+    torch.manual_seed(1)
+    for name in ("ui", "user_pos", "user_neg"):
+        graph = getattr(g, name)
+        rows = torch.tensor([3, 0, 3, graph.shape[0] - 1])  # a repeat and the padding row (no edges)
+        x = torch.randn(graph.shape[1], 4, requires_grad=True)
+        upstream = torch.randn(len(rows), 4)
+        got = g.rows_mm(name, rows, x)
+        (got_grad,) = torch.autograd.grad((got * upstream).sum(), x)
+        want = (graph.to_dense() @ x)[rows]
+        (want_grad,) = torch.autograd.grad((want * upstream).sum(), x)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_grad, want_grad)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_encoder_on_a_batch_of_users_equals_the_full_table_rows(layers):
+    g = normalised_graphs(_spec_example(), less_freq=0)
+    n_users, n_items = g.ui.shape
+    torch.manual_seed(2)
+    encoder = GraphEncoder(8, layers, dropout=0.3).eval()
+    I, U = torch.randn(n_items, 8), torch.randn(n_users, 8)
+    users = torch.tensor([2, 1, 2])
+    I_full, U_full = encoder(I, U, g)
+    I_rows, U_rows = encoder(I, U, g, user_rows=users)
+    torch.testing.assert_close(I_rows, I_full)
+    torch.testing.assert_close(U_rows, U_full[users])
 
 
 def test_graphs_from_training_data_never_contain_validation_or_test_items():
