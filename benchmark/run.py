@@ -291,6 +291,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
     from benchmark.export import save_denoised
 
     _quiet()
+    commit = git_commit()  # the code this process imported: read now, not after hours of training
     rid = run_id(cfg)
     out_dir = Path(runs_dir or cfg.logging.runs_dir) / rid
     result_file = out_dir / "result.json"
@@ -363,6 +364,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         mode=mode,
         best_epoch=getattr(model, "best_epoch", -1),
         epochs=len(recorder.epoch_seconds),
+        git_commit=commit,
     )
     _write_curve(out_dir / "curve.csv", recorder.curve)
     tmp = result_file.with_suffix(".json.tmp")

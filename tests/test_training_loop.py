@@ -47,3 +47,16 @@ def test_min_epochs_at_its_default_keeps_earlier_run_ids():
     before = dict(cfg, train={k: v for k, v in cfg["train"].items() if k != "min_epochs"})
     assert run_id(cfg) == run_id(before)
     assert run_id(compose(backbone="sasrec", overrides=["train.min_epochs=20"])) != run_id(cfg)
+
+
+def test_run_records_the_commit_of_its_start_not_of_its_end(tmp_path, monkeypatch):
+    """A grid cell runs for hours; the checkout may move meanwhile. The recorded commit is the
+    one the run's code was imported from."""
+    import benchmark.run as run_module
+
+    commits = iter(["commit-at-start", "commit-at-end", "commit-at-end"])
+    monkeypatch.setattr(run_module, "git_commit", lambda: next(commits))
+    cfg = compose(backbone="gru4rec", denoiser="none", dataset="synthetic", profile="smoke",
+                  overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30", "dataset.max_len=8"])
+    result = run_module.execute(cfg, runs_dir=tmp_path)
+    assert result.git_commit == "commit-at-start"
