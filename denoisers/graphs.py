@@ -24,6 +24,7 @@ incompatibility graph is the reference's "in" matrix (row-normalised for a symme
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -77,17 +78,22 @@ class GraphSet:
     def to(self, device) -> "GraphSet":
         return GraphSet(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
 
-    def mm(self, name: str, dense: torch.Tensor) -> torch.Tensor:
-        """``graph @ dense`` for the graph field ``name`` (``[R, C] @ [C, H] -> [R, H]``),
-        differentiable in ``dense``; the graph's transpose is built once and reused by every
-        backward pass (PyTorch's own backward through a CSR operand re-transposes it, CSR ->
-        COO -> sort -> CSR, on every call: a third of an SSDRec step on Beauty)."""
+    def mm(self, name: str, dense: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """``graph @ dense`` for the graph field ``name`` (``[R, C] @ [C, H] -> [R, H]``), or only
+        its ``rows [B]`` (``-> [B, H]``), differentiable in ``dense``.
+
+        Whole product: the graph's transpose is built once and reused by every backward pass
+        (PyTorch's own backward through a CSR operand re-transposes it, CSR -> COO -> sort ->
+        CSR, on every call: a third of an SSDRec step on Beauty). Rows: a gather of the rows'
+        edges and a segment sum, so the work is the rows' edge count, not the graph's (a batch's
+        users hold ~1 % of Beauty's 5.2M user-user edges)."""
         graph = getattr(self, name)
+        if rows is not None:
+            return _rows_product(graph, rows, dense)
         if not (torch.is_grad_enabled() and dense.requires_grad):
             return torch.sparse.mm(graph, dense)
         if name not in self._transposes:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+            with _quiet_csr():
                 self._transposes[name] = graph.to_sparse_coo().t().coalesce().to_sparse_csr()
         return _ConstantGraphMM.apply(dense, graph, self._transposes[name])
 
@@ -95,20 +101,15 @@ class GraphSet:
         return {f: int(getattr(self, f)._nnz()) for f in self.__dataclass_fields__}
 
 
-    def rows_mm(self, name: str, rows: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        """``(graph @ dense)[rows]`` without the other rows (``rows [B]`` -> ``[B, H]``): a
-        gather of the rows' edges and a segment sum, differentiable in ``dense``. Work is the
-        rows' edge count, not the graph's (a batch's users hold ~1 % of Beauty's 5.2M user-user
-        edges)."""
-        graph = getattr(self, name)
-        crow, col, val = graph.crow_indices(), graph.col_indices(), graph.values()
-        start = crow[rows]
-        counts = crow[rows + 1] - start
-        segment = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
-        first = torch.cumsum(counts, 0) - counts  # position of each row's first edge in the gather
-        edge = start[segment] + torch.arange(len(segment), device=rows.device) - first[segment]
-        out = dense.new_zeros(len(rows), dense.shape[1])
-        return out.index_add(0, segment, dense[col[edge]] * val[edge, None])
+def _rows_product(graph: torch.Tensor, rows: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``(graph @ dense)[rows]`` for a CSR ``graph``: gather the rows' edges, segment-sum them."""
+    crow, col, val = graph.crow_indices(), graph.col_indices(), graph.values()
+    start = crow[rows]
+    counts = crow[rows + 1] - start
+    segment = torch.repeat_interleave(torch.arange(len(rows), device=rows.device), counts)
+    first = torch.cumsum(counts, 0) - counts  # position of each row's first edge in the gather
+    edge = start[segment] + torch.arange(len(segment), device=rows.device) - first[segment]
+    return dense.new_zeros(len(rows), dense.shape[1]).index_add(0, segment, dense[col[edge]] * val[edge, None])
 
 
 class _ConstantGraphMM(torch.autograd.Function):
@@ -253,13 +254,20 @@ def normalised_graphs(rel: RelationCounts, less_freq: float = 10) -> GraphSet:
     return GraphSet(*(to_torch_csr(m) for m in mats))
 
 
+@contextlib.contextmanager
+def _quiet_csr():
+    """Silence PyTorch's "sparse CSR support is in beta" warning around CSR construction."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+        yield
+
+
 def to_torch_csr(m: sp.spmatrix) -> torch.Tensor:
     """``scipy`` matrix -> float32 torch sparse CSR tensor."""
     m = sp.csr_matrix(m, dtype=np.float32)
     m.sum_duplicates()
     m.sort_indices()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*Sparse CSR tensor support is in beta.*")
+    with _quiet_csr():
         return torch.sparse_csr_tensor(
             torch.from_numpy(m.indptr.astype(np.int64)), torch.from_numpy(m.indices.astype(np.int64)),
             torch.from_numpy(m.data), size=m.shape, check_invariants=False,

@@ -53,9 +53,7 @@ class GraphLayer(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def user_gnn(self, U: torch.Tensor, g: GraphSet, graph: str, rows: torch.Tensor | None) -> torch.Tensor:
-        if rows is None:
-            return self.drop(self.user_tap(g.mm(graph, U), U))
-        return self.drop(self.user_tap(g.rows_mm(graph, rows, U), U[rows]))
+        return self.drop(self.user_tap(g.mm(graph, U, rows), U if rows is None else U[rows]))
 
     def item_gnn(self, I: torch.Tensor, g: GraphSet, graph_in: str, graph_out: str) -> torch.Tensor:
         n_in = g.mm(graph_in, I)
@@ -72,8 +70,7 @@ class GraphLayer(nn.Module):
         output row reads only its own graph rows, so the rows a batch needs cost a fraction."""
         u_pos, u_neg = self.user_gnn(U, g, "user_pos", user_rows), self.user_gnn(U, g, "user_neg", user_rows)
         i_pos, i_neg = self.item_gnn(I, g, "item_in", "item_out"), self.item_gnn(I, g, "item_neg", "item_neg")
-        u_ui = g.mm("ui", I) if user_rows is None else g.rows_mm("ui", user_rows, I)
-        i_iu = g.mm("iu", U)
+        u_ui, i_iu = g.mm("ui", I, user_rows), g.mm("iu", U)
         u = 0.5 * (torch.cat((u_ui, u_pos), -1) @ self.uu_w + torch.cat((u_ui, u_neg), -1) @ self.uu_w)
         i = 0.5 * (torch.cat((i_iu, i_pos), -1) @ self.ii_w + torch.cat((i_iu, i_neg), -1) @ self.ii_w)
         return torch.sigmoid(i @ self.i_w), torch.sigmoid(u @ self.u_w)

@@ -23,9 +23,8 @@ STORE_LIMIT = 1 << 26
 
 def _block_logits(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
                   out: torch.Tensor | None = None) -> torch.Tensor:
-    if bias is not None:
-        return torch.addmm(bias, states, table.T, out=out) if out is not None else torch.addmm(bias, states, table.T)
-    return torch.mm(states, table.T, out=out) if out is not None else states @ table.T
+    """``states @ table.T (+ bias)``, written into ``out`` when given."""
+    return torch.addmm(bias, states, table.T, out=out) if bias is not None else torch.mm(states, table.T, out=out)
 
 
 class _BlockedCrossEntropy(torch.autograd.Function):

@@ -143,7 +143,7 @@ def test_row_products_equal_the_rows_of_the_full_product_in_value_and_gradient()
         rows = torch.tensor([3, 0, 3, graph.shape[0] - 1])  # a repeat and the padding row (no edges)
         x = torch.randn(graph.shape[1], 4, requires_grad=True)
         upstream = torch.randn(len(rows), 4)
-        got = g.rows_mm(name, rows, x)
+        got = g.mm(name, x, rows)
         (got_grad,) = torch.autograd.grad((got * upstream).sum(), x)
         want = (graph.to_dense() @ x)[rows]
         (want_grad,) = torch.autograd.grad((want * upstream).sum(), x)
