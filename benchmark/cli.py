@@ -9,6 +9,7 @@ import sys
 
 from benchmark import commands
 from benchmark.config import ConfigError
+from benchmark.runlock import RunInProgressError
 
 
 class UserError(Exception):
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(parser, argv)
     try:
         result = args.func(args)
-    except (UserError, ConfigError, FileNotFoundError, KeyError, ValueError) as exc:
+    except (UserError, ConfigError, RunInProgressError, FileNotFoundError, KeyError, ValueError) as exc:
         if isinstance(exc, (KeyError, ValueError)) and not getattr(exc, "user_facing", True):
             raise
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)

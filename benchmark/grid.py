@@ -305,21 +305,30 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
 
 @dataclass
 class Plan:
-    """Which cells to run now and which are skipped (already done, or failed with --skip-failed)."""
+    """Which cells to run now and which are skipped (already done, running in another process,
+    or failed with --skip-failed)."""
 
     todo: list[Cell]
     done: list[Cell]
-    failed: list[Cell]  # cells with a failure record (in todo unless skipped)
+    failed: list[Cell]  # cells with a failure record (in todo unless skipped or running)
     skipped_failed: list[Cell]
+    running: list[Cell] = field(default_factory=list)  # locked by another live process
 
 
-def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False) -> Plan:
-    """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed'``)."""
+def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
+         runs_dir: str | Path | None = None) -> Plan:
+    """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed'``) and, given
+    ``runs_dir``, by whether another process holds their run directory's lock right now."""
+    from benchmark.runlock import lock_holder
+
     done = [c for c in cells if statuses.get(c.run_id) == "ok"]
     failed = [c for c in cells if statuses.get(c.run_id) == "failed"]
     skipped = failed if skip_failed else []
     skip = {c.run_id for c in done} | {c.run_id for c in skipped}
-    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped)
+    running = [] if runs_dir is None else [c for c in cells if c.run_id not in skip
+                                             and lock_holder(Path(runs_dir) / c.run_id) is not None]
+    skip |= {c.run_id for c in running}
+    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running)
 
 
 @dataclass
@@ -327,6 +336,7 @@ class GridSummary:
     ran: list[str] = field(default_factory=list)  # run ids executed in this invocation, in finishing order
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run id -> error
+    busy: dict[str, str] = field(default_factory=dict)  # run id -> which process runs it (nothing stored)
     skipped_done: int = 0
     skipped_failed: int = 0
     interrupted: bool = False
@@ -358,18 +368,24 @@ def run_grid(
 
     from tqdm import tqdm
 
-    from benchmark.launchers import DEFAULT_EXECUTOR, CellOutcome, CellTask, launch
+    from benchmark.launchers import DEFAULT_EXECUTOR, STATUS_BUSY, CellOutcome, CellTask, launch
     from benchmark.store import ResultStore, failure_row, result_row
 
     store = ResultStore(store_dir)
-    p = plan(cells, store.statuses(), skip_failed)
+    p = plan(cells, store.statuses(), skip_failed, runs_dir)
     summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed))
+    summary.busy.update({c.run_id: "running in another process" for c in p.running})
     bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
                desc=grid_name or "grid", dynamic_ncols=True)
     write = echo or bar.write
     tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR) for c in p.todo]
 
     def on_done(task: CellTask, out: CellOutcome) -> None:
+        if out.status == STATUS_BUSY:  # the other process will store it; a failure row here would be wrong
+            summary.busy[out.run_id] = out.error or ""
+            write(f"busy   {out.run_id}  {task.cell.label}: {out.error}")
+            bar.update(1)
+            return
         if out.status == "ok":
             row = result_row(out.result or {}, grid_name, grid_file, command)
             summary.ok.append(out.run_id)

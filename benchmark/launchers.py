@@ -23,7 +23,10 @@ from typing import Any, Callable
 
 from benchmark.grid import Cell
 from benchmark.provenance import REPO_DIR
+from benchmark.runlock import RunInProgressError
 from benchmark.store import STATUS_FAILED, STATUS_OK, describe_exception
+
+STATUS_BUSY = "busy"  # another live process is running this cell: nothing to record
 
 DEFAULT_EXECUTOR = "benchmark.run:execute"
 _ENV_FORWARD = ("BENCH_DATA", "BENCH_CACHE", "WANDB_MODE", "WANDB_DIR", "WANDB_API_KEY", "WANDB_SILENT",
@@ -43,7 +46,7 @@ class CellTask:
 @dataclass
 class CellOutcome:
     run_id: str
-    status: str  # ok | failed
+    status: str  # ok | failed | busy
     config: dict
     result: dict | None = None  # RunResult.to_json() when ok
     error: str | None = None
@@ -74,7 +77,8 @@ def _close_wandb() -> None:
 
 def execute_cell(task: CellTask) -> CellOutcome:
     """Compose the cell's config, run it, and return the outcome; never raises for a failing
-    cell (only for KeyboardInterrupt/SystemExit)."""
+    cell (only for KeyboardInterrupt/SystemExit). A cell whose run directory another live
+    process is running returns status ``busy`` without touching that directory."""
     from benchmark.config import run_id, to_dict
 
     t0 = time.perf_counter()
@@ -94,6 +98,9 @@ def execute_cell(task: CellTask) -> CellOutcome:
         result = _load_executor(task.executor)(cfg, runs_dir=task.runs_dir)
         payload = result.to_json() if hasattr(result, "to_json") else dict(result)
         return CellOutcome(cell.run_id, STATUS_OK, config, result=payload, seconds=time.perf_counter() - t0)
+    except RunInProgressError as exc:
+        return CellOutcome(cell.run_id, STATUS_BUSY, config, error=str(exc), error_kind=type(exc).__name__,
+                           seconds=time.perf_counter() - t0)
     except Exception as exc:  # noqa: BLE001 - fault isolation: every cell failure is recorded
         _close_wandb()
         kind, text, tb = describe_exception(exc)

@@ -25,6 +25,7 @@ from benchmark.data.sequences import SplitData
 from benchmark.provenance import git_commit, library_versions
 from benchmark.registry import BACKBONES
 from benchmark.resources import Resources
+from benchmark.runlock import run_lock
 from denoisers.base import Denoiser, make_denoiser
 from models.base import ModelShape, SequentialRecommender
 
@@ -285,19 +286,28 @@ def load_data_source(source: str, runs_dir: Path, split: SplitData) -> SplitData
 def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False) -> RunResult:
     """Run one configuration end to end; returns (and stores) its ``RunResult``.
 
-    A finished run directory is reused unless ``force``."""
+    A finished run directory is reused unless ``force``; a run directory another live process
+    is running raises :class:`~benchmark.runlock.RunInProgressError`."""
+    _quiet()
+    commit = git_commit()  # the code this process imported: read now, not after hours of training
+    rid = run_id(cfg)
+    runs_root = Path(runs_dir or cfg.logging.runs_dir)
+    out_dir = runs_root / rid
+    result_file = out_dir / "result.json"
+    if result_file.exists() and not force:
+        return RunResult(**json.loads(result_file.read_text()))
+    with run_lock(out_dir):  # a second process on the same run id raises RunInProgressError here
+        if result_file.exists() and not force:  # finished by another process since the check above
+            return RunResult(**json.loads(result_file.read_text()))
+        return _execute_unlocked(cfg, rid, out_dir, runs_root, commit)
+
+
+def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None) -> RunResult:
     from benchmark.data.build import build_split_data
     from benchmark.detection import detection_from_denoised
     from benchmark.export import save_denoised
 
-    _quiet()
-    commit = git_commit()  # the code this process imported: read now, not after hours of training
-    rid = run_id(cfg)
-    out_dir = Path(runs_dir or cfg.logging.runs_dir) / rid
     result_file = out_dir / "result.json"
-    if result_file.exists() and not force:
-        return RunResult(**json.loads(result_file.read_text()))
-    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
@@ -306,7 +316,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
     t0 = time.perf_counter()
     split = build_split_data(OmegaConf.to_object(cfg.dataset))
     if cfg.data_source:
-        split = load_data_source(cfg.data_source, Path(runs_dir or cfg.logging.runs_dir), split)
+        split = load_data_source(cfg.data_source, runs_root, split)
     timings["data_seconds"] = time.perf_counter() - t0
 
     resources = Resources(split, seed=int(cfg.seed))

@@ -53,8 +53,14 @@ def fake_execute(cfg, runs_dir=None):
     ``FAKE_LOG``: file to append run ids to; ``FAKE_FAIL``: ``denoiser:kind`` pairs where kind
     is nan | oom | crash."""
     from benchmark.config import run_id
+    from benchmark.runlock import run_lock
 
     rid = run_id(cfg)
+    with run_lock(Path(runs_dir) / rid):  # as benchmark.run.execute does
+        return _fake_result(cfg, rid)
+
+
+def _fake_result(cfg, rid):
     log = os.environ.get("FAKE_LOG")
     if log:
         with open(log, "a") as fh:
@@ -237,8 +243,38 @@ def test_dry_run_lists_cells_and_their_status(tmp_path, fake_env, capsys):
     assert main(["grid", str(grid), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"{cells[0].run_id}  done" in out and f"{cells[1].run_id}  todo" in out
-    assert "2 cells; 1 done, 0 failed (will retry), 1 to run" in out
+    assert "2 cells; 1 done, 0 running in another process, 0 failed (will retry), 1 to run" in out
     assert fake_env() == [cells[0].run_id]  # the dry run executed nothing
+
+
+# ------------------------------------------------------------------ one process per run directory
+def test_cell_locked_by_another_process_is_skipped_and_not_recorded(tmp_path, fake_env, capsys):
+    from benchmark.cli import main
+    from benchmark.runlock import run_lock
+
+    cells = tiny_cells(tmp_path)
+    grid = tmp_path / "tiny.yaml"
+    with run_lock(tmp_path / "runs" / cells[1].run_id):
+        assert main(["grid", str(grid), "--store", str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs"),
+                     "--dry-run"]) == 0
+        assert f"{cells[1].run_id}  running" in capsys.readouterr().out
+        summary = run(cells, tmp_path)
+    assert list(summary.busy) == [cells[1].run_id] and cells[1].run_id not in summary.ran
+    assert cells[1].run_id not in fake_env()  # never started
+    assert ResultStore(tmp_path / "store").statuses() == {c.run_id: "ok" for c in cells if c is not cells[1]}
+    assert run(cells, tmp_path).ran == [cells[1].run_id]  # lock released: the next invocation runs it
+
+
+def test_cell_locked_after_planning_comes_back_busy_without_a_failure_record(tmp_path, fake_env, monkeypatch):
+    import benchmark.runlock
+    from benchmark.runlock import run_lock
+
+    cells = tiny_cells(tmp_path)
+    monkeypatch.setattr(benchmark.runlock, "lock_holder", lambda directory: None)  # the plan sees no lock
+    with run_lock(tmp_path / "runs" / cells[0].run_id):
+        summary = run(cells, tmp_path)
+    assert list(summary.busy) == [cells[0].run_id] and "already running in process" in summary.busy[cells[0].run_id]
+    assert summary.failed == {} and cells[0].run_id not in ResultStore(tmp_path / "store").statuses()
 
 
 # ------------------------------------------------------------------ kill and resume (real tiny cells)

@@ -67,19 +67,19 @@ def main(args) -> int:
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     store = ResultStore(args.store)
-    p = plan(cells, store.statuses(), args.skip_failed)
-    if args.dry_run:
-        done = {c.run_id for c in p.done}
-        failed = {c.run_id for c in p.failed}
-        for c in cells:
-            status = "done" if c.run_id in done else ("failed" if c.run_id in failed else "todo")
-            print(f"{c.index:4d}  {c.run_id}  {status:6s}  {c.label}")
-        print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.failed)} failed "
-              f"({'skipped' if args.skip_failed else 'will retry'}), {len(p.todo)} to run; store {args.store}")
-        return 0
-    grid_file = display_path(args.grid)
     remote = args.launcher == "ray" and args.ray_address
     runs_dir = args.runs_dir if remote else str(Path(args.runs_dir).resolve())  # workers may have another cwd
+    if args.dry_run:
+        p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
+        status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
+                  **{c.run_id: "running" for c in p.running}}
+        for c in cells:
+            print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}")
+        print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
+              f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
+              f"{len(p.todo)} to run; store {args.store}")
+        return 0
+    grid_file = display_path(args.grid)
     summary = run_grid(
         cells, args.store, runs_dir, grid_name=spec.name, grid_file=grid_file,
         command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
@@ -87,8 +87,12 @@ def main(args) -> int:
         gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
     )
     print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed); "
-          f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed; store {args.store}")
+          f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed, {len(summary.busy)} running in "
+          f"another process; store {args.store}")
     print("ran: " + ",".join(summary.ran))
+    if summary.busy:
+        print(f"grid {spec.name}: {len(summary.busy)} cells were left to the processes running them "
+              f"({','.join(summary.busy)}); they store their own results")
     if summary.interrupted:
         print(f"grid {spec.name}: interrupted; finished cells are stored, run the same command to resume")
         return 130
