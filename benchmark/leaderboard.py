@@ -318,7 +318,8 @@ def render_csv(sections: list[Section]) -> str:
     return buf.getvalue()
 
 
-def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int]) -> str:
+def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], detection: list[str] = ()) -> str:
+    """The index; ``detection``: names of ``bench detect`` reports found beside the leaderboards."""
     lines = [MARKER, "# Leaderboards", "",
              "Generated from the result store by `bench leaderboard [--store DIR] [--out leaderboards/]`; "
              "never edit by hand. Each file ends with the commands, grid files and git commits of its rows.", ""]
@@ -334,6 +335,10 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int]) -
                     ["---", "---", "---", "---:", "---:", "---:"])
     lines += ["", LEGEND, "",
               "Speed: [perf.md](perf.md) (written by `bench perf`, not from the store; its command is in the file).", ""]
+    if detection:
+        links = ", ".join(f"[{name}]({name})" for name in detection)
+        lines += [f"Noise detection without training: {links} (written by `bench detect`, not from the store; "
+                  "each names its command).", ""]
     return "\n".join(lines)
 
 
@@ -359,7 +364,7 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
         cs.write_text(render_csv(sections))
         written += [md, cs]
     index = out / "README.md"
-    index.write_text(render_index(by_dataset, failed))
+    index.write_text(render_index(by_dataset, failed, sorted(p.name for p in out.glob("detection-*.md"))))
     written.append(index)
     for old in sorted(out.glob("*.md")):
         if old not in written and old.read_text().startswith(MARKER):

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from benchmark.config import validate_section
-from benchmark.data.sequences import DenoisedSequences, Sequences
+from benchmark.data.sequences import DenoisedSequences, Sequences, SplitData
 from benchmark.registry import DENOISERS
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,6 +127,16 @@ class Denoiser(nn.Module):
         ``"test"``), called after ``fit``; None (the default) leaves them unchanged. The harness
         applies the result to ``split.<stage>.history`` (targets are never part of a history)."""
         return None
+
+    def decisions_without_training(self, split: SplitData) -> DenoisedSequences | None:
+        """Decisions on ``split.train`` that need no recommender training, for ``bench detect``:
+        a data-level method's ``fit`` + ``denoise``; a training-time method whose flags come from
+        fixed inputs overrides this (SAID: weights from text embeddings). None (the default for
+        training-time methods) means the decisions come from a trained model (``bench run``)."""
+        if self.level != "data":
+            return None
+        self.fit(split.train, self.resources)
+        return self.denoise(split.train)
 
     # ------------------------------------------------------------------ training time
     def attach(self, model: "SequentialRecommender") -> None:

@@ -288,6 +288,13 @@ class SAID(Denoiser):
         self._valid = valid
         self.weight_table = torch.from_numpy(w)
 
+    def decisions_without_training(self, split: SplitData) -> DenoisedSequences:
+        """The weights depend only on text embeddings and the training split: the detection view
+        of :meth:`export` without a trained model."""
+        w, self._valid = self.compute_weights(split)
+        self.weight_table = torch.from_numpy(w)
+        return self.export(None, split.train)
+
     def sample_weights(self, ctx: StepContext) -> torch.Tensor | None:
         if ctx.stage != "train":
             return None
