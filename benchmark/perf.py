@@ -112,6 +112,7 @@ def _build(cfg: DictConfig, split: SplitData, backbone: str, denoiser_name: str)
         data_split = split.with_train(denoiser.denoise(split.train).apply())
         denoiser = make_denoiser({"name": "none"}, resources)
     model, dm = build_model_and_data(cfg, data_split, backbone, denoiser)
+    model.prepare_split(data_split)  # what the Trainer's setup would do (e.g. DCRec's graphs)
     return model, dm, time.perf_counter() - start
 
 

@@ -273,6 +273,11 @@ class SequentialRecommender(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.denoiser.on_train_epoch_end(self, self.current_epoch)
 
+    def prepare_split(self, split) -> None:
+        """Build split-dependent structures (e.g. DCRec's item graphs) from a ``SplitData``; a
+        no-op for most backbones. Lightning reaches it through the model's ``setup``; code that
+        steps the model without a Trainer (``bench perf``) calls it directly."""
+
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
 

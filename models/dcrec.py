@@ -16,7 +16,7 @@ need its own graph encoders, so it is a model, not a hook on other backbones
 5. Fusion: attention over ``[h_seq, G_adj[i], G_sim[i]]`` -> ``h``; CE over all items.
 
 Graphs come from the run's data (``setup`` reads the datamodule's split, or call
-``prepare_graphs(split)``): training graphs from ``split.train``, validation graphs from the
+``prepare_split(split)``): training graphs from ``split.train``, validation graphs from the
 validation histories, test graphs from the test histories (train + valid items), so the test
 graphs never contain test targets. Evaluation uses no dropout (``eval_edge_dropout: true``
 reproduces the reference, which also drops graph edges at test time).
@@ -147,7 +147,7 @@ class DCRec(SequentialRecommender):
         self._eval_views: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     # ------------------------------------------------------------------ graphs
-    def prepare_graphs(self, split: SplitData) -> None:
+    def prepare_split(self, split: SplitData) -> None:
         """Build the train / valid / test graph pairs from ``split`` (once per split object)."""
         if self._graph_split is split:
             return
@@ -172,12 +172,12 @@ class DCRec(SequentialRecommender):
         split = getattr(getattr(self.trainer, "datamodule", None), "split", None)
         if split is None:
             raise ValueError("dcrec builds its item graphs from the datamodule's split; fit/test it with a "
-                             "SeqDataModule or call model.prepare_graphs(split) first")
-        self.prepare_graphs(split)
+                             "SeqDataModule or call model.prepare_split(split) first")
+        self.prepare_split(split)
 
     def graphs(self, stage: str) -> GraphSet:
         if stage not in self._graphs:
-            raise ValueError("dcrec has no item graphs yet: call prepare_graphs(split) (Trainer.fit/test do it "
+            raise ValueError("dcrec has no item graphs yet: call prepare_split(split) (Trainer.fit/test do it "
                              "through the datamodule)")
         key = (stage, str(self.device))
         if key not in self._device_graphs:

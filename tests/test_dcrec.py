@@ -116,7 +116,7 @@ def make_dcrec(split, max_len=10, **overrides):
     cfg = compose(backbone="dcrec", overrides=[f"backbone.{k}={v}" for k, v in overrides.items()])
     model = BACKBONES.get("dcrec").from_config(dict(cfg.backbone), ModelShape(split.n_items, split.n_users, max_len),
                                                None, None, IdentityDenoiser())
-    model.prepare_graphs(split)
+    model.prepare_split(split)
     return model
 
 

@@ -47,3 +47,11 @@ def test_commit_marker_ignores_generated_leaderboards_but_not_code(tmp_path, mon
         assert provenance.git_commit().endswith("+dirty")
     finally:
         provenance.git_commit.cache_clear()
+
+
+def test_bench_perf_times_a_backbone_that_builds_structures_from_the_split(tmp_path):
+    out = tmp_path / "perf"  # DCRec needs its item graphs (prepare_split) before the first step
+    assert main(["perf", "--dataset", "synthetic", "--backbones", "dcrec", "--reps", "1", "--max-batches", "1",
+                 "--out", str(out), "dataset.synthetic.n_users=40"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())["reports"][0]
+    assert report["backbones"]["dcrec"]["targets_per_second"] > 0
