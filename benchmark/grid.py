@@ -331,6 +331,42 @@ def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
     return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running)
 
 
+_TIME_COLUMNS = ("data_seconds", "denoise_seconds", "fit_seconds")
+
+
+def estimate_seconds(cells: list[Cell], frame) -> dict[str, tuple[float, int]]:
+    """Expected wall seconds of each cell: the median over finished runs in the store (a polars
+    frame of ``ResultStore.frame("ok")``) with the same dataset, backbone and denoiser, of their
+    data + denoise + fit seconds; ``run_id -> (seconds, n_runs)``, cells without such runs
+    left out. Wall time depends on how loaded the machine was, so this is a planning figure."""
+    import polars as pl
+
+    keys = ["dataset.name", "backbone.name", "denoiser.name"]
+    if frame is None or frame.height == 0 or not all(c in frame.columns for c in keys):
+        return {}
+    cols = [c for c in _TIME_COLUMNS if c in frame.columns]
+    if not cols:
+        return {}
+    per_key = (frame.with_columns(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in cols]).alias("_seconds"))
+               .group_by(keys).agg(pl.col("_seconds").median(), pl.len().alias("_n")))
+    table = {tuple(r[k] for k in keys): (float(r["_seconds"]), int(r["_n"])) for r in per_key.to_dicts()}
+    out = {}
+    for c in cells:
+        hit = table.get((c.dataset, c.backbone, c.denoiser))
+        if hit is not None:
+            out[c.run_id] = hit
+    return out
+
+
+def format_duration(seconds: float) -> str:
+    """``42 s``, ``17 min``, ``3.4 h``."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 @dataclass
 class GridSummary:
     ran: list[str] = field(default_factory=list)  # run ids executed in this invocation, in finishing order
@@ -380,7 +416,13 @@ def run_grid(
     write = echo or bar.write
     tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR) for c in p.todo]
 
+    stop = threading.Event()
+
     def on_done(task: CellTask, out: CellOutcome) -> None:
+        if stop.is_set():
+            # the stop arrived while this cell ran: library code may have turned the interrupt into
+            # an ordinary error, or swallowed it and returned early, so its outcome is not a result
+            raise KeyboardInterrupt
         if out.status == STATUS_BUSY:  # the other process will store it; a failure row here would be wrong
             summary.busy[out.run_id] = out.error or ""
             write(f"busy   {out.run_id}  {task.cell.label}: {out.error}")
@@ -399,12 +441,13 @@ def run_grid(
         summary.ran.append(out.run_id)
         bar.update(1)
 
-    def on_term(signum, frame):  # SIGTERM behaves like Ctrl-C: stop, keep what is stored
+    def on_term(signum, frame):  # Ctrl-C and SIGTERM: stop, keep what is stored
+        stop.set()
         raise KeyboardInterrupt
 
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = (signal.signal(signal.SIGTERM, on_term), signal.getsignal(signal.SIGINT))
+        previous = (signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_term))
     try:
         launch(tasks, on_done, launcher, workers, ray_address, cpus_per_cell, gpus_per_cell)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns an interrupt into SystemExit

@@ -73,6 +73,12 @@ def _fake_result(cfg, rid):
         raise MemoryError("out of memory allocating 8 GiB")
     if kind == "crash":
         os._exit(3)
+    if kind == "swallow":  # a library that turns the stop signal into an ordinary error
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        except KeyboardInterrupt:
+            raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
     value = 0.1 + 0.01 * int(cfg.seed)
     return {"run_id": rid, "config": to_dict(cfg), "protocol": {"split": "loo"}, "valid": {"ndcg@10": value},
             "test": {"hr@10": 2 * value, "ndcg@10": value}, "test_optimistic": {}, "curve": [],
@@ -247,6 +253,19 @@ def test_dry_run_lists_cells_and_their_status(tmp_path, fake_env, capsys):
     assert fake_env() == [cells[0].run_id]  # the dry run executed nothing
 
 
+def test_dry_run_estimates_time_from_finished_runs_of_the_same_dataset_backbone_and_denoiser(tmp_path, fake_env, capsys):
+    from benchmark.cli import main
+    from benchmark.grid import estimate_seconds
+
+    cells = tiny_cells(tmp_path)  # seed 0: none, semantic-outlier; seed 1: none, semantic-outlier
+    run(cells[:1], tmp_path)  # the fake run reports fit_seconds = 1.0
+    expected = estimate_seconds(cells[1:], ResultStore(tmp_path / "store").frame("ok"))
+    assert expected == {cells[2].run_id: (1.0, 1)}  # only the other 'none' cell has a finished twin
+    assert main(["grid", str(tmp_path / "tiny.yaml"), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cells[2].run_id}  todo     {cells[2].label}  ~1 s" in out and "~1 s for 1 of 3" in out
+
+
 # ------------------------------------------------------------------ one process per run directory
 def test_cell_locked_by_another_process_is_skipped_and_not_recorded(tmp_path, fake_env, capsys):
     from benchmark.cli import main
@@ -281,6 +300,15 @@ def test_cell_locked_after_planning_comes_back_busy_without_a_failure_record(tmp
 def _grid_cmd(grid: Path, tmp_path: Path) -> list[str]:
     return [sys.executable, "-m", "benchmark.cli", "grid", str(grid), "--store", str(tmp_path / "store"),
             "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+
+
+def test_a_stop_signal_turned_into_an_error_by_library_code_still_stops_the_grid(tmp_path, fake_env, monkeypatch):
+    cells = tiny_cells(tmp_path)  # seed 0: none, semantic-outlier (swallows the SIGTERM); seed 1: ...
+    monkeypatch.setenv("FAKE_FAIL", "semantic-outlier:swallow")
+    summary = run(cells, tmp_path)
+    assert summary.interrupted and summary.ran == [cells[0].run_id] and summary.failed == {}
+    assert ResultStore(tmp_path / "store").statuses() == {cells[0].run_id: "ok"}  # no failure row for the stop
+    assert fake_env() == [cells[0].run_id, cells[1].run_id]  # nothing started after the stop
 
 
 def test_sigterm_keeps_the_store_consistent_and_the_rerun_finishes_only_missing_cells(tmp_path):

@@ -51,7 +51,7 @@ def command_line(grid_file: str, overrides: list[str], store: str) -> str:
 
 def main(args) -> int:
     from benchmark.cli import UserError
-    from benchmark.grid import expand, load_grid, plan, run_grid, select
+    from benchmark.grid import estimate_seconds, expand, format_duration, load_grid, plan, run_grid, select
     from benchmark.store import ResultStore
 
     if args.workers < 1:
@@ -73,11 +73,19 @@ def main(args) -> int:
         p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
                   **{c.run_id: "running" for c in p.running}}
+        todo = {c.run_id for c in p.todo}
+        expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
-            print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}")
+            guess = f"  ~{format_duration(expected[c.run_id][0])}" if c.run_id in expected else ""
+            print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}{guess if c.run_id in todo else ''}")
         print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
+        if p.todo:
+            total = sum(sec for sec, _ in expected.values())
+            print(f"expected time of the cells to run: ~{format_duration(total)} for {len(expected)} of {len(p.todo)} "
+                  f"(median wall time of finished runs with the same dataset, backbone and denoiser; "
+                  f"{len(p.todo) - len(expected)} without such runs), one worker")
         return 0
     grid_file = display_path(args.grid)
     summary = run_grid(
