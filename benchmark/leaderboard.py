@@ -318,6 +318,20 @@ def render_csv(sections: list[Section]) -> str:
     return buf.getvalue()
 
 
+def _user_weight_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
+    """Say which registered denoisers have no rows because they need LLM weights users supply."""
+    from benchmark.registry import DENOISERS
+
+    present = {v.denoiser for sections in by_dataset.values() for s in sections for v in s.variants}
+    missing = [n for n in DENOISERS.names() if "llm_weights" in getattr(DENOISERS.get(n), "requires", ())
+               and n not in present]
+    if not missing:
+        return []
+    runs = "; ".join(f"`bench run --backbone sasrec --denoiser {n} denoiser.model_path=/path/to/causal-lm`" for n in missing)
+    return [f"No rows for {', '.join(missing)}: it needs LLM weights the user supplies (none ship with the suite or "
+            f"exist on the machine that produced these tables); with weights, one line runs it: {runs}.", ""]
+
+
 def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], detection: list[str] = ()) -> str:
     """The index; ``detection``: names of ``bench detect`` reports found beside the leaderboards."""
     lines = [MARKER, "# Leaderboards", "",
@@ -335,6 +349,7 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], d
                     ["---", "---", "---", "---:", "---:", "---:"])
     lines += ["", LEGEND, "",
               "Speed: [perf.md](perf.md) (written by `bench perf`, not from the store; its command is in the file).", ""]
+    lines += _user_weight_lines(by_dataset)
     if detection:
         links = ", ".join(f"[{name}]({name})" for name in detection)
         lines += [f"Noise detection without training: {links} (written by `bench detect`, not from the store; "

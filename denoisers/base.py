@@ -62,7 +62,8 @@ class Denoiser(nn.Module):
 
     Class attributes:
         Config: dataclass of hyperparameters (every key is a config key under ``denoiser.``).
-        requires: resources to prepare, subset of {"item_text", "text_embeddings", "item_graph"}.
+        requires: resources to prepare, subset of {"item_text", "text_embeddings", "item_graph"},
+            plus "llm_weights" for methods that need a language model the user supplies.
         level: "none" (identity), "data" (rewrites sequences once) or "train" (hooks).
         native_backbones: backbones the method couples with natively (None = any); others
             get the transfer protocol (train natively, export, retrain the target backbone).

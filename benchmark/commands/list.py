@@ -18,5 +18,8 @@ def main(args) -> int:
     for name in reg.names():
         obj = reg.get(name)
         doc = (obj.__doc__ or "").strip().splitlines()
-        print(f"{name:14s} {doc[0] if doc else ''}  [{reg.origin(name)}]")
+        needs = sorted(getattr(obj, "requires", ()) or ())
+        extra = f"; level {obj.level}" if args.kind == "denoisers" else ""
+        extra += f"; needs {', '.join(needs)}" if needs else ""
+        print(f"{name:14s} {doc[0] if doc else ''}  [{reg.origin(name)}{extra}]")
     return 0

@@ -119,7 +119,7 @@ class LLM4DSR(Denoiser):
     """LLM-based data-level denoiser: LoRA-tuned noise identification + grounded replacement."""
 
     Config = LLM4DSRConfig
-    requires = frozenset({"item_text", "text_embeddings"})
+    requires = frozenset({"item_text", "text_embeddings", "llm_weights"})
     level = "data"
 
     def __init__(self, cfg=None, resources=None) -> None:
