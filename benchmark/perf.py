@@ -14,7 +14,7 @@ import resource
 import statistics
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from benchmark.config import compose, to_dict
 from benchmark.data.sequences import SplitData
 from benchmark.metrics import target_ranks
+from benchmark.perf_reference import build_reference, time_reference
 from benchmark.provenance import git_commit, library_versions, machine
 
 
@@ -139,6 +140,8 @@ def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: 
         model, dm, _ = built["none"]
         in_memory: list[EpochTiming] = []
         loader_seconds: list[float] = []
+        reference = build_reference(backbone, asdict(model.cfg), split.n_items, int(model.max_len))
+        reference_tps: list[float] = []
         for _ in range(reps):  # alternate plain and denoiser epochs
             for name, (m, d, _) in built.items():
                 entries[name].epochs.append(time_epoch(m, d, max_batches))
@@ -147,6 +150,9 @@ def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: 
             batches, seconds = draw_batches(dm, max_batches)
             in_memory.append(time_epoch(model, dm, max_batches, batches=batches))
             loader_seconds.append(seconds)
+            if reference is not None:  # a plain PyTorch loop on the same in-memory batches
+                ref_seconds, ref_targets = time_reference(reference, batches)
+                reference_tps.append(ref_targets / ref_seconds if ref_seconds else 0.0)
         eval_seconds, n_eval = time_full_ranking(model, dm)
         plain = entries["none"]
         best = max(plain.epochs, key=lambda e: e.targets_per_second)
@@ -164,6 +170,8 @@ def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: 
             "eval_seconds": eval_seconds,
             "eval_users_per_second": n_eval / eval_seconds if eval_seconds else 0.0,
         }
+        if reference_tps:
+            report["backbones"][backbone]["reference_targets_per_second"] = statistics.median(reference_tps)
         for name in names[1:]:
             e = entries[name]
             # cost per training target, so a method with another instance construction (HSD's one
@@ -231,6 +239,16 @@ def render_section(report: dict) -> list[str]:
         lines.append(f"| {name} | {b['train_instances']} | {b['seconds_per_epoch']:.2f} ({b['epoch_spread'][0]:.2f}–{b['epoch_spread'][1]:.2f}) | "
                      f"{b['targets_per_second']:,.0f} | {b['step_only_targets_per_second']:,.0f} | {100 * b['loader_overhead']:+.0f}% | "
                      f"{b['eval_users_per_second']:,.0f} ({b['eval_users']} users in {b['eval_seconds']:.2f} s) |")
+    refs = {name: b for name, b in report["backbones"].items() if b.get("reference_targets_per_second")}
+    if refs:
+        lines += ["", "Minimal PyTorch reference (`benchmark/perf_reference.py`: `nn.GRU` / `nn.TransformerEncoder`, "
+                  "logits against the whole item table, `F.cross_entropy`, Adam; same sizes, on the same in-memory "
+                  "batches, alternating with the suite's step):", "",
+                  "| backbone | reference targets/s | suite targets/s (data in memory) | suite / reference |", "|---|---:|---:|---:|"]
+        for name, b in refs.items():
+            ref = b["reference_targets_per_second"]
+            lines.append(f"| {name} | {ref:,.0f} | {b['step_only_targets_per_second']:,.0f} | "
+                         f"{b['step_only_targets_per_second'] / ref:.2f}x |")
     if report["denoisers"]:
         lines += ["", "| backbone | denoiser | instances | s/epoch | × plain (median, per target) | min–max | one-off setup s |", "|---|---|---|---:|---:|---:|---:|"]
         for d in report["denoisers"]:
