@@ -258,6 +258,8 @@ def test_dry_run_estimates_time_from_finished_runs_of_the_same_dataset_backbone_
     from benchmark.grid import estimate_seconds
 
     cells = tiny_cells(tmp_path)  # seed 0: none, semantic-outlier; seed 1: none, semantic-outlier
+    assert main(["grid", str(tmp_path / "tiny.yaml"), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
+    assert "no finished runs with the same dataset, backbone and denoiser" in capsys.readouterr().out
     run(cells[:1], tmp_path)  # the fake run reports fit_seconds = 1.0
     expected = estimate_seconds(cells[1:], ResultStore(tmp_path / "store").frame("ok"))
     assert expected == {cells[2].run_id: (1.0, 1)}  # only the other 'none' cell has a finished twin

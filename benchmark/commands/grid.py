@@ -81,7 +81,9 @@ def main(args) -> int:
         print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
-        if p.todo:
+        if p.todo and not expected:
+            print("expected time: no finished runs with the same dataset, backbone and denoiser to estimate from")
+        elif p.todo:
             total = sum(sec for sec, _ in expected.values())
             print(f"expected time of the cells to run: ~{format_duration(total)} for {len(expected)} of {len(p.todo)} "
                   f"(median wall time of finished runs with the same dataset, backbone and denoiser; "
