@@ -283,16 +283,17 @@ class SAID(Denoiser):
             return float(self.cfg.flag_threshold)
         return 0.5 if self.cfg.hard_drop > 0 else (1.0 + self.cfg.a) / 2.0
 
-    def attach(self, model) -> None:
-        w, valid = self.compute_weights(self.resources.split)
-        self._valid = valid
+    def _load_weights(self, split: SplitData) -> None:
+        w, self._valid = self.compute_weights(split)
         self.weight_table = torch.from_numpy(w)
+
+    def attach(self, model) -> None:
+        self._load_weights(self.resources.split)
 
     def decisions_without_training(self, split: SplitData) -> DenoisedSequences:
         """The weights depend only on text embeddings and the training split: the detection view
         of :meth:`export` without a trained model."""
-        w, self._valid = self.compute_weights(split)
-        self.weight_table = torch.from_numpy(w)
+        self._load_weights(split)
         return self.export(None, split.train)
 
     def sample_weights(self, ctx: StepContext) -> torch.Tensor | None:

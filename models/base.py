@@ -275,8 +275,13 @@ class SequentialRecommender(pl.LightningModule):
 
     def prepare_split(self, split) -> None:
         """Build split-dependent structures (e.g. DCRec's item graphs) from a ``SplitData``; a
-        no-op for most backbones. Lightning reaches it through the model's ``setup``; code that
+        no-op for most backbones. ``setup`` calls it with the datamodule's split; code that
         steps the model without a Trainer (``bench perf``) calls it directly."""
+
+    def setup(self, stage: str) -> None:
+        split = getattr(getattr(self.trainer, "datamodule", None), "split", None)
+        if split is not None:
+            self.prepare_split(split)
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)

@@ -168,13 +168,6 @@ class DCRec(SequentialRecommender):
         self._device_graphs.clear()
         self._eval_views.clear()
 
-    def setup(self, stage: str) -> None:
-        split = getattr(getattr(self.trainer, "datamodule", None), "split", None)
-        if split is None:
-            raise ValueError("dcrec builds its item graphs from the datamodule's split; fit/test it with a "
-                             "SeqDataModule or call model.prepare_split(split) first")
-        self.prepare_split(split)
-
     def graphs(self, stage: str) -> GraphSet:
         if stage not in self._graphs:
             raise ValueError("dcrec has no item graphs yet: call prepare_split(split) (Trainer.fit/test do it "

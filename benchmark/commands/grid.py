@@ -73,11 +73,10 @@ def main(args) -> int:
         p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
                   **{c.run_id: "running" for c in p.running}}
-        todo = {c.run_id for c in p.todo}
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
             guess = f"  ~{format_duration(expected[c.run_id][0])}" if c.run_id in expected else ""
-            print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}{guess if c.run_id in todo else ''}")
+            print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}{guess}")
         print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
