@@ -108,9 +108,19 @@ def test_blocked_info_nce_averages_per_block_losses():
     assert float(blocked_info_nce(q, k, 0.2, 10)) == pytest.approx(float(info_nce(q, k, 0.2)), rel=1e-12)
     assert float(blocked_info_nce(q, k, 0.2, 0)) == pytest.approx(float(info_nce(q, k, 0.2)), rel=1e-12)
     q1, q2 = q.clone().requires_grad_(), q.clone().requires_grad_()
-    blocked_info_nce(q1, k, 0.2, 4).backward()
-    (sum(info_nce(q2[a:b], k[a:b], 0.2) * (b - a) for a, b in blocks) / 10).backward()
+    k1, k2 = k.clone().requires_grad_(), k.clone().requires_grad_()
+    blocked_info_nce(q1, k1, 0.2, 4).backward()
+    (sum(info_nce(q2[a:b], k2[a:b], 0.2) * (b - a) for a, b in blocks) / 10).backward()
     assert torch.allclose(q1.grad, q2.grad)
+    assert torch.allclose(k1.grad, k2.grad)
+
+
+def test_blocked_info_nce_refuses_a_second_backward_through_its_stored_softmax():
+    q = torch.randn(10, 4, requires_grad=True)
+    loss = blocked_info_nce(q, torch.randn(10, 4), 0.2, 4)
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError):
+        loss.backward()
 
 
 def test_straight_through_mask_is_binary_and_passes_gradients():
