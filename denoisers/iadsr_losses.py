@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.losses import softmax_
+
 GUMBEL_EPS = 1e-10
 COS_EPS = 1e-8
 
@@ -53,10 +55,8 @@ class _PairedBlockCrossEntropy(torch.autograd.Function):
             rows = slice(lo, lo + block)
             z = query[rows] @ key[rows].T
             picked = z.diagonal().clone()
-            top = z.amax(1, keepdim=True)
-            total = z.sub_(top).exp_().sum(1, keepdim=True)
-            probs.append(z.div_(total))
-            losses[rows] = (total.log_() + top).squeeze(1) - picked
+            losses[rows] = softmax_(z) - picked
+            probs.append(z)
         ctx.save_for_backward(query, key, *probs)
         ctx.block = block
         return losses

@@ -21,6 +21,14 @@ BLOCK_ROWS = 128  # rows of logits per block: 128 x N floats stay in L2/L3 for c
 STORE_LIMIT = 1 << 26
 
 
+def softmax_(z: torch.Tensor) -> torch.Tensor:
+    """Turn ``z [r, c]`` into its row softmax in place; returns the rows' logsumexp ``[r]``."""
+    top = z.amax(1, keepdim=True)
+    total = z.sub_(top).exp_().sum(1, keepdim=True)
+    z.div_(total)
+    return (total.log_() + top).squeeze(1)
+
+
 def _block_logits(states: torch.Tensor, table: torch.Tensor, bias: torch.Tensor | None,
                   out: torch.Tensor | None = None) -> torch.Tensor:
     """``states @ table.T (+ bias)``, written into ``out`` when given."""
@@ -38,11 +46,8 @@ class _BlockedCrossEntropy(torch.autograd.Function):
             rows = slice(lo, lo + block)
             z = _block_logits(states[rows], table, bias, out=probs[rows] if store else None)
             picked = z.gather(1, targets[rows, None]).squeeze(1)
-            if store:  # turn the block into its softmax in place, logsumexp on the way
-                top = z.amax(1, keepdim=True)
-                total = z.sub_(top).exp_().sum(1, keepdim=True)
-                z.div_(total)
-                losses[rows] = (total.log_() + top).squeeze(1) - picked
+            if store:
+                losses[rows] = softmax_(z) - picked
             else:
                 losses[rows] = torch.logsumexp(z, 1) - picked
         ctx.save_for_backward(states, table, bias, targets, probs)
