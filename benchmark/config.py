@@ -18,6 +18,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from benchmark.protocols import DEFAULT_PROTOCOL, ProtocolError, load_protocol
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -118,6 +120,7 @@ class RunConfig:
     logging: LoggingConfig = field(default_factory=LoggingConfig)
     data_source: str | None = None  # e.g. "denoised:<run_id>" to train on exported data
     profile: str | None = None
+    protocol: str = "benchmark"  # a configs/protocols/ preset (benchmark.protocols); every result row carries it
 
 
 def _load_yaml(path: Path) -> DictConfig:
@@ -140,8 +143,13 @@ def compose(
     overrides: list[str] | None = None,
     extra_files: list[str | Path] | None = None,
     base: dict | DictConfig | None = None,
+    protocol: str | None = None,
 ) -> DictConfig:
-    """Compose a resolved, validated run config (a structured OmegaConf ``DictConfig``)."""
+    """Compose a resolved, validated run config (a structured OmegaConf ``DictConfig``).
+
+    Layers, later wins: schema → ``defaults.yaml`` → the dataset/backbone/denoiser section files →
+    the protocol preset (``benchmark.protocols``) → ``base`` (e.g. a grid cell) → profile → extra
+    files → ``overrides``."""
     schema = OmegaConf.structured(RunConfig)
     layers: list[Any] = [schema, _load_yaml(CONFIG_DIR / "defaults.yaml")]
     if base is not None:
@@ -153,10 +161,16 @@ def compose(
     bb_name = backbone or OmegaConf.select(merged_names, "backbone.name") or "sasrec"
     dn_name = denoiser or OmegaConf.select(merged_names, "denoiser.name") or "none"
     prof = profile or OmegaConf.select(merged_names, "profile")
+    proto_name = protocol or OmegaConf.select(merged_names, "protocol") or DEFAULT_PROTOCOL
     for kind, name in (("datasets", ds_name), ("backbones", bb_name), ("denoisers", dn_name)):
         path = _section_file(kind, name)
         if path is not None:
             layers.append(_load_yaml(path))
+    try:
+        preset = load_protocol(str(proto_name))
+    except ProtocolError as exc:
+        raise ConfigError(str(exc)) from exc
+    layers += [OmegaConf.create(layer) for layer in preset.layers(ds_name, bb_name)]
     if base is not None:  # the base (e.g. a grid cell) wins over section defaults
         layers.append(OmegaConf.create(base) if isinstance(base, dict) else base)
     if prof:
@@ -169,7 +183,8 @@ def compose(
         layers.append(_load_yaml(Path(extra)))
     layers.append(override_cfg)
     names = OmegaConf.create(
-        {"dataset": {"name": ds_name}, "backbone": {"name": bb_name}, "denoiser": {"name": dn_name}, "profile": prof}
+        {"dataset": {"name": ds_name}, "backbone": {"name": bb_name}, "denoiser": {"name": dn_name}, "profile": prof,
+         "protocol": preset.name}
     )
     layers.append(names)
     try:
@@ -187,7 +202,7 @@ def to_dict(cfg: DictConfig) -> dict:
 _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
-OMIT_AT_DEFAULT = {("train", "min_epochs"): 0}
+OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL}
 
 
 def added_key_defaults() -> dict:

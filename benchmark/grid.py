@@ -5,6 +5,7 @@ A grid file (``configs/grids/<name>.yaml``) is plain YAML::
     name: ml100k                 # optional; default: the file's stem (also the W&B group)
     description: ...             # optional, free text
     profile: quick               # optional, a configs/profiles/ file applied to every cell
+    protocol: iadsr-paper        # optional, a configs/protocols/ preset (default: benchmark)
     overrides: [train.lr=0.001]  # optional, key=value applied to every cell
     datasets: [ml-100k]          # names, or {name: beauty, overrides: [dataset.max_len=32]}
     noise:                       # optional; default [{kind: none}]
@@ -36,8 +37,9 @@ from typing import Any
 import yaml
 
 from benchmark.config import ConfigError, compose, run_id
+from benchmark.protocols import protocol_names
 
-_TOP_KEYS = {"name", "description", "profile", "overrides", "datasets", "noise", "backbones", "denoisers",
+_TOP_KEYS = {"name", "description", "profile", "protocol", "overrides", "datasets", "noise", "backbones", "denoisers",
              "denoiser_params", "seeds", "include", "exclude"}
 _NOISE_KEYS = {"kind", "alpha", "protect_valid", "keep", "delete", "insert", "seed"}
 _NOISE_KINDS = {"none", "replace", "steam", "target_flip"}
@@ -225,6 +227,11 @@ def load_grid(path: str | Path) -> GridSpec:
     profile = raw.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise _err(spath, "profile", f"expected a profile name, got {profile!r}")
+    protocol = raw.get("protocol")
+    if protocol is not None:
+        if protocol not in protocol_names():
+            raise _err(spath, "protocol", f"unknown protocol {protocol!r}; available: {', '.join(protocol_names())}")
+        overrides = [f"protocol={protocol}", *overrides]
 
     blocks = {}
     for key in ("include", "exclude"):

@@ -204,7 +204,7 @@ def render_timing(section: Section) -> list[str]:
     return lines
 
 
-PROTOCOL_KEYS = ("split", "ranking", "ties", "exclude_history", "loss", "train_instances", "max_len", "early_stopping",
+PROTOCOL_KEYS = ("preset", "split", "ranking", "ties", "exclude_history", "loss", "train_instances", "max_len", "early_stopping",
                  "k_core", "duplicates", "noise", "denoised_by", "denoised_eval_histories")
 
 

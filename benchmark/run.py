@@ -112,6 +112,7 @@ def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str, deno
     loss = cfg.train.loss if cfg.train.loss != "auto" else backbone_cls.default_loss
     return {
         **split.protocol,
+        "preset": str(cfg.protocol),
         "ranking": "full (all items)",
         "ties": "pessimistic (ties count against the target)",
         "exclude_history": bool(cfg.eval.exclude_history),

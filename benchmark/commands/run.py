@@ -13,6 +13,8 @@ def add_config_arguments(p) -> None:
     p.add_argument("--dataset", help="ml-100k (default) | beauty | ... (bench data list)")
     p.add_argument("--seed", type=int)
     p.add_argument("--profile", help="a file in configs/profiles/, e.g. quick")
+    p.add_argument("--protocol", help="a protocol preset in configs/protocols/: benchmark (default) | iadsr-paper | "
+                                      "llm4dsr-paper (bench list protocols)")
     p.add_argument("--config", action="append", default=[], help="extra YAML file(s) merged before overrides")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.lr=0.0005 dataset.max_len=32")
 
@@ -23,7 +25,8 @@ def config_from_args(args):
         overrides.append(f"seed={args.seed}")
     if getattr(args, "data", None):
         overrides.append(f"data_source={args.data}")
-    return compose(args.backbone, args.denoiser, args.dataset, args.profile, overrides, args.config)
+    return compose(args.backbone, args.denoiser, args.dataset, args.profile, overrides, args.config,
+                   protocol=getattr(args, "protocol", None))
 
 
 def register(sub) -> None:
