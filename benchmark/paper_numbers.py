@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 
 IADSR = "IADSR (CIKM '25)"
 LLM4DSR = "LLM4DSR (TOIS '25)"
+# the protocol preset (configs/protocols/) that states each paper's setup, and the metrics its
+# text leads with (the "paper vs ours, by preset" table shows these)
+PAPER_PRESET = {IADSR: "iadsr-paper", LLM4DSR: "llm4dsr-paper"}
+HEADLINE_METRICS = {IADSR: ("ndcg@10", "hr@10"), LLM4DSR: ("ndcg@20", "hr@20")}
 
 # protocol.md §8.1 — IADSR Table 2: leave-one-out, full ranking. Columns: data | backbone |
 # method | H@5 | H@10 | H@20 | N@5 | N@10 | N@20.

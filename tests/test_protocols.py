@@ -106,3 +106,34 @@ def test_leaderboard_sections_separate_protocols_and_older_rows_count_as_benchma
     assert sorted(s.setting["protocol"] for s in sections) == ["benchmark", "iadsr-paper"]
     bench_section = next(s for s in sections if s.setting["protocol"] == "benchmark")
     assert bench_section.variants[0].seeds == [0, 1]
+
+
+def _store_row(protocol: str, denoiser: dict, seed: int, valid: float, test: float, max_len: int = 50) -> dict:
+    import json
+
+    cfg = {"seed": seed, "protocol": protocol, "dataset": {"name": "ml-100k", "max_len": max_len},
+           "backbone": {"name": "sasrec"}, "denoiser": denoiser, "train": {"max_epochs": 40},
+           "eval": {"ks": [5, 10, 20]}}
+    name = json.dumps(cfg, sort_keys=True)
+    return {"run_id": name, "config_json": json.dumps(cfg), "noise_setting": "clean", "status": "ok",
+            "valid_ndcg@10": valid, "test_ndcg@10": test, "test_hr@10": 2 * test}
+
+
+def test_paper_vs_ours_by_preset_uses_the_preset_section_and_the_validation_choice():
+    from benchmark.leaderboard import ours_by_preset, render_paper_by_preset
+    from benchmark.paper_numbers import PAPER_RESULTS
+
+    rows = []
+    for seed in (0, 1, 2):
+        # benchmark: two IADSR settings; the one with the better validation score has the worse test score
+        rows.append(_store_row("benchmark", {"name": "iadsr", "info_weight": 0.1}, seed, 0.30, 0.05))
+        rows.append(_store_row("benchmark", {"name": "iadsr", "info_weight": 1.0}, seed, 0.20, 0.09))
+        rows.append(_store_row("iadsr-paper", {"name": "iadsr"}, seed, 0.10, 0.02 + seed / 1000))
+    sections = build_sections(rows)["ml-100k"]
+    ref = next(r for r in PAPER_RESULTS if r.dataset == "ml-100k" and r.ours == ("sasrec", "iadsr"))
+    ours = ours_by_preset(ref, sections)
+    assert ours["benchmark"].config["denoiser.info_weight"] == 0.1
+    assert ours["iadsr-paper"].values("test_ndcg@10") == {0: 0.02, 1: 0.021, 2: 0.022}
+    table = "\n".join(render_paper_by_preset("ml-100k", sections))
+    paper = ref.metrics["ndcg@10"]
+    assert f"iadsr-paper: 0.0210 (3) | {(0.021 - paper) / paper:+.1%} | 0.0500 (3) |" in table
