@@ -50,6 +50,14 @@ def monitored_metric(monitor: str, ks) -> tuple[str, str]:
     return metric, f"valid_{name}{k}"
 
 
+def rank_gains(ranks: torch.Tensor, ks: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-instance ``(HR@K, NDCG@K, MRR@K)`` of ``ranks [B]`` (1 = best): three float64 ``[B, len(ks)]``."""
+    k = torch.tensor(ks, device=ranks.device, dtype=ranks.dtype).view(1, -1)
+    r = ranks.view(-1, 1)
+    hit = (r <= k).double()
+    return hit, hit / torch.log2(r.double() + 1.0), hit / r.double()
+
+
 class FullRankingMetrics(Metric):
     """Accumulates HR@K, NDCG@K and MRR@K (means over evaluation instances).
 
@@ -75,12 +83,10 @@ class FullRankingMetrics(Metric):
         self.update_ranks(target_ranks(scores, targets, self.optimistic))
 
     def update_ranks(self, ranks: torch.Tensor) -> None:
-        ks = torch.tensor(self.ks, device=ranks.device, dtype=ranks.dtype).view(1, -1)
-        r = ranks.view(-1, 1)
-        hit = (r <= ks).double()
+        hit, ndcg, mrr = rank_gains(ranks, self.ks)
         self.hr += hit.sum(0)
-        self.ndcg += (hit / torch.log2(r.double() + 1.0)).sum(0)
-        self.mrr += (hit / r.double()).sum(0)
+        self.ndcg += ndcg.sum(0)
+        self.mrr += mrr.sum(0)
         self.count += ranks.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
@@ -90,4 +96,43 @@ class FullRankingMetrics(Metric):
             out[f"hr@{k}"] = (self.hr[i] / denom).float()
             out[f"ndcg@{k}"] = (self.ndcg[i] / denom).float()
             out[f"mrr@{k}"] = (self.mrr[i] / denom).float()
+        return out
+
+
+class GroupedRankingMetrics(Metric):
+    """HR@K and NDCG@K means per group of evaluation instances — e.g. the item-popularity bucket
+    of each test target (the IADSR paper's Figure 1: NDCG@5 per bucket, hot to cold).
+
+    ``update(ranks [B], groups [B])`` with groups in ``0..n_groups-1`` (negative = not
+    counted); ``compute()`` returns ``{"hr@5_b0": ..., "ndcg@5_b0": ..., "n_b0": ...}`` with
+    ``b<g>`` the group and ``n_b<g>`` its instance count. Sum states, so DDP-safe as
+    :class:`FullRankingMetrics`."""
+
+    full_state_update = False
+
+    def __init__(self, n_groups: int, ks: tuple[int, ...] = (5, 10, 20)) -> None:
+        super().__init__()
+        self.n_groups = int(n_groups)
+        self.ks = tuple(sorted(int(k) for k in ks))
+        shape = (self.n_groups, len(self.ks))
+        self.add_state("hr", default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("ndcg", default=torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", default=torch.zeros(self.n_groups, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, ranks: torch.Tensor, groups: torch.Tensor) -> None:  # type: ignore[override]
+        keep = groups >= 0
+        ranks, groups = ranks[keep], groups[keep].long()
+        hit, ndcg, _ = rank_gains(ranks, self.ks)
+        self.hr.index_add_(0, groups, hit)
+        self.ndcg.index_add_(0, groups, ndcg)
+        self.count.index_add_(0, groups, torch.ones_like(groups, dtype=torch.float64))
+
+    def compute(self) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        denom = self.count.clamp(min=1.0)
+        out: dict[str, torch.Tensor] = {}
+        for g in range(self.n_groups):
+            for i, k in enumerate(self.ks):
+                out[f"hr@{k}_b{g}"] = (self.hr[g, i] / denom[g]).float()
+                out[f"ndcg@{k}_b{g}"] = (self.ndcg[g, i] / denom[g]).float()
+            out[f"n_b{g}"] = self.count[g].float()
         return out

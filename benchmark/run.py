@@ -196,11 +196,16 @@ def train_and_test(
     denoiser: Denoiser,
     out_dir: Path,
     rid: str,
+    item_buckets: np.ndarray | None = None,
 ) -> tuple[SequentialRecommender, dict, dict, dict, EpochRecorder, float]:
     """Train ``backbone_name`` with ``denoiser``'s hooks; test with the best checkpoint.
 
-    Returns (model, best valid metrics, test metrics, optimistic test metrics, recorder, fit seconds)."""
+    ``item_buckets`` (item id -> popularity bucket, ``[n_items + 1]``) adds per-bucket test
+    metrics. Returns (model, best valid metrics, test metrics, optimistic test metrics,
+    recorder, fit seconds)."""
     model, dm = build_model_and_data(cfg, split, backbone_name, denoiser)
+    if item_buckets is not None:
+        model.set_item_buckets(item_buckets)
     recorder = EpochRecorder()
     ckpt_dir = out_dir / "checkpoints" / backbone_name
     watched = model.monitor_name
@@ -305,7 +310,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
 
 def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None) -> RunResult:
     from benchmark.data.build import build_split_data
-    from benchmark.detection import detection_from_denoised
+    from benchmark.detection import detection_from_denoised, popularity_buckets
     from benchmark.export import save_denoised
 
     result_file = out_dir / "result.json"
@@ -316,6 +321,8 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
 
     t0 = time.perf_counter()
     split = build_split_data(OmegaConf.to_object(cfg.dataset))
+    # popularity buckets of the original training data (IADSR Fig. 1), fixed before any denoising
+    item_buckets = popularity_buckets(np.bincount(split.train.items, minlength=split.n_items + 1))
     if cfg.data_source:
         split = load_data_source(cfg.data_source, runs_root, split)
     timings["data_seconds"] = time.perf_counter() - t0
@@ -353,7 +360,8 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         mode = "joint"
     timings["denoise_seconds"] = time.perf_counter() - t0
 
-    model, valid, test, test_opt, recorder, fit_seconds = train_and_test(cfg, split, backbone_name, train_denoiser, out_dir, rid)
+    model, valid, test, test_opt, recorder, fit_seconds = train_and_test(cfg, split, backbone_name, train_denoiser, out_dir,
+                                                                         rid, item_buckets)
     timings["fit_seconds"] = fit_seconds
     timings["epoch_seconds_mean"] = float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0
     if mode == "joint" and denoiser.exports:

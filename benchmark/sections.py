@@ -234,3 +234,10 @@ def chosen_on_validation(section: Section) -> list[Choice]:
         best = max(sorted(eligible, key=lambda v: v.label), key=lambda v: means[id(v)])
         out.append(Choice(best, group, len(eligible), column, means[id(best)]))
     return out
+
+
+def representative_variants(section: Section) -> list[Variant]:
+    """The section's variants minus those a validation choice passed over (where a backbone and
+    denoiser ran with several settings, only :func:`chosen_on_validation`'s pick stays)."""
+    passed_over = {id(v) for c in chosen_on_validation(section) for v in c.candidates if v is not c.chosen}
+    return [v for v in section.variants if id(v) not in passed_over]

@@ -17,13 +17,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import EvalConfig, TrainConfig, validate_section
-from benchmark.metrics import FullRankingMetrics, mask_history, monitored_metric
+from benchmark.metrics import FullRankingMetrics, GroupedRankingMetrics, mask_history, monitored_metric, target_ranks
 from models.losses import item_cross_entropy
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
 
@@ -80,6 +81,10 @@ class SequentialRecommender(pl.LightningModule):
         self.valid_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics_optimistic = FullRankingMetrics(self.eval_cfg.ks, optimistic=True)
+        # item id -> popularity bucket of the run's original training data (set by the run:
+        # ``set_item_buckets``); test metrics are then also reported per bucket of the target
+        self.register_buffer("item_bucket", None, persistent=False)
+        self.test_bucket_metrics: GroupedRankingMetrics | None = None
 
     @classmethod
     def from_config(cls, section: dict, shape: ModelShape, train_cfg=None, eval_cfg=None, denoiser=None):
@@ -258,14 +263,29 @@ class SequentialRecommender(pl.LightningModule):
         self.log(self.monitor_name, values[self.monitor_metric], prog_bar=True)
         self.valid_metrics.reset()
 
+    def set_item_buckets(self, bucket_of_item: np.ndarray) -> None:
+        """``bucket_of_item`` int ``[n_items + 1]`` (0 = hottest; -1 = padding), e.g. from
+        :func:`benchmark.detection.popularity_buckets`: test metrics are then also logged per
+        bucket of the test target as ``test/ndcg@K_b<g>``, ``test/hr@K_b<g>``, ``test/n_b<g>``."""
+        buckets = torch.as_tensor(np.asarray(bucket_of_item), dtype=torch.long)
+        self.item_bucket = buckets
+        self.test_bucket_metrics = GroupedRankingMetrics(int(buckets.max()) + 1, self.eval_cfg.ks)
+
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         scores = self._eval_scores(batch, "test")
         self.test_metrics.update(scores, batch["targets"])
         self.test_metrics_optimistic.update(scores, batch["targets"])
+        if self.test_bucket_metrics is not None:
+            targets = batch["targets"]
+            self.test_bucket_metrics.to(scores.device)
+            self.test_bucket_metrics.update(target_ranks(scores, targets), self.item_bucket[targets])
 
     def on_test_epoch_end(self) -> None:
         values = {f"test/{k}": v for k, v in self.test_metrics.compute().items()}
         values.update({f"test_optimistic/{k}": v for k, v in self.test_metrics_optimistic.compute().items()})
+        if self.test_bucket_metrics is not None:
+            values.update({f"test/{k}": v for k, v in self.test_bucket_metrics.compute().items()})
+            self.test_bucket_metrics.reset()
         self.log_dict(values)
         self.test_metrics.reset()
         self.test_metrics_optimistic.reset()

@@ -56,3 +56,37 @@ def test_mask_history_removes_seen_items_but_keeps_the_target():
     out = mask_history(scores.clone(), history, torch.tensor([3]))
     assert out[0, 1] == float("-inf") and out[0, 3] == 3.0
     assert target_ranks(out, torch.tensor([3])).item() == 2.0  # only item 2 (4.0) is above
+
+
+def test_grouped_metrics_equal_full_metrics_computed_on_each_group_alone():
+    from benchmark.metrics import GroupedRankingMetrics
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(40, 31, generator=g)
+    scores[:, 0] = float("-inf")
+    targets = torch.randint(1, 31, (40,), generator=g)
+    groups = torch.randint(-1, 3, (40,), generator=g)  # -1: not counted
+    grouped = GroupedRankingMetrics(3, (1, 5))
+    grouped.update(target_ranks(scores, targets), groups)
+    out = grouped.compute()
+    for b in range(3):
+        alone = FullRankingMetrics((1, 5))
+        rows = groups == b
+        alone.update(scores[rows], targets[rows])
+        ref = alone.compute()
+        assert out[f"n_b{b}"] == rows.sum()
+        for key in ("hr@1", "hr@5", "ndcg@5"):
+            assert torch.isclose(out[f"{key}_b{b}"], ref[key])
+
+
+def test_run_reports_test_metrics_per_popularity_bucket_of_the_target_consistent_with_the_overall_ones(tmp_path):
+    from benchmark.config import compose
+    from benchmark.run import execute
+
+    cfg = compose(backbone="sasrec", denoiser="none", dataset="synthetic", profile="smoke",
+                  overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30", "dataset.max_len=8"])
+    test = execute(cfg, runs_dir=tmp_path).test
+    counts = [test[f"n_b{b}"] for b in range(5)]
+    assert sum(counts) == 40
+    weighted = sum(test[f"ndcg@10_b{b}"] * counts[b] for b in range(5)) / 40
+    assert abs(weighted - test["ndcg@10"]) < 1e-6
