@@ -309,8 +309,26 @@ LEGEND = ("Cells: mean ± sample std over seeds (n = seeds); **bold** best, <u>u
           "Full-ranking test metrics, pessimistic ties.")
 
 
-def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = ()) -> str:
-    """The dataset's Markdown; ``figures``: ``(file name, caption)`` of PNGs written beside it."""
+def render_failures(failures: list[dict]) -> list[str]:
+    """Cells recorded as failed (and not since rerun successfully): one row per backbone,
+    denoiser, noise setting and reason, with the seeds — e.g. text-based methods on a dataset
+    without item text, which are not applicable there."""
+    groups: dict[tuple[str, str, str, str], list[int]] = {}
+    for row in failures:
+        cfg = json.loads(row["config_json"])
+        reason = str(row.get("error") or row.get("error_kind") or "?").strip().splitlines()[0][:300]
+        key = (str(cfg.get("backbone", {}).get("name", "?")), str(cfg.get("denoiser", {}).get("name", "?")),
+               str(row.get("noise_setting") or "?"), reason)
+        groups.setdefault(key, []).append(int(cfg.get("seed", -1)))
+    rows = [[b, d, _esc(n), ", ".join(str(s) for s in sorted(seeds)), _esc(reason)]
+            for (b, d, n, reason), seeds in sorted(groups.items())]
+    return _table(["backbone", "denoiser", "noise", "seeds", "reason"], rows) if rows else []
+
+
+def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = (),
+                   failures: list[dict] = ()) -> str:
+    """The dataset's Markdown; ``figures``: ``(file name, caption)`` of PNGs written beside it;
+    ``failures``: the dataset's failure rows from the store."""
     lines = [MARKER, f"# Leaderboard: {dataset}", "", LEGEND, ""]
     for s in sections:
         siblings = [t for t in sections if t.noise == s.noise]
@@ -341,6 +359,11 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         lines += ["## Figures", ""]
         for name, caption in figures:
             lines += [f"![{name}]({name})", "", _esc(caption), ""]
+    failed = render_failures(list(failures))
+    if failed:
+        lines += ["## Not applicable or failed", "",
+                  "Cells the store records as failed, with the reason the run gave (e.g. a method that needs item "
+                  "text on a dataset without titles).", "", *failed, ""]
     by_preset = render_paper_by_preset(dataset, sections)
     if by_preset:
         lines += ["## Paper vs ours, by protocol preset", "",
@@ -439,10 +462,12 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
     all_rows = frame.to_dicts() if frame.height else []
     ok = [r for r in all_rows if r.get("status") == STATUS_OK]
     failed: dict[str, int] = {}
+    failures: dict[str, list[dict]] = {}
     for r in all_rows:
         if r.get("status") != STATUS_OK and r.get("config_json"):
             name = str(json.loads(r["config_json"]).get("dataset", {}).get("name", "?"))
             failed[name] = failed.get(name, 0) + 1
+            failures.setdefault(name, []).append(r)
     by_dataset = build_sections(ok)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -450,7 +475,8 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
     for dataset, sections in by_dataset.items():
         md, cs = out / f"{dataset}.md", out / f"{dataset}.csv"
         figures = write_figures(dataset, sections, out)
-        md.write_text(render_dataset(dataset, sections, [(path.name, caption) for path, caption in figures]))
+        md.write_text(render_dataset(dataset, sections, [(path.name, caption) for path, caption in figures],
+                                     failures.get(dataset, [])))
         cs.write_text(render_csv(sections))
         written += [md, cs, *(path for path, _ in figures)]
     index = out / "README.md"

@@ -277,3 +277,15 @@ def test_popularity_figure_reads_removal_ratio_per_bucket_from_the_detection_col
     for label, values in removal.items():
         variant = next(v for v in section.variants if v.backbone == backbone and label in (v.denoiser, v.label))
         assert values[0] == pytest.approx(np.mean(list(variant.values("det_removal_ratio_b0").values())))
+
+
+def test_failed_cells_are_listed_once_per_reason_with_their_seeds(tmp_path):
+    from benchmark.leaderboard import render_failures
+
+    msg = "IADSR needs item text, but dataset 'sports' has none (e.g. 'sports' has no titles in this suite)"
+    rows = [failure_row(f"f{seed}", config(0.0, "sasrec", "iadsr", None, seed), msg, "ValueError") for seed in (2, 0, 1)]
+    rows += [failure_row("nan", config(0.0, "sasrec", "said", None, 0), "FloatingPointError: nan\ntraceback", "FloatingPointError")]
+    for row in rows:
+        row["noise_setting"] = "clean"
+    table = render_failures(rows)
+    assert table[2:] == [f"| sasrec | iadsr | clean | 0, 1, 2 | {msg} |", "| sasrec | said | clean | 0 | FloatingPointError: nan |"]
