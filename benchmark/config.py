@@ -8,15 +8,18 @@ free-form here and validated by the class that consumes them (its ``Config`` dat
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from benchmark.protocols import DEFAULT_PROTOCOL, ProtocolError, load_protocol
 
@@ -190,8 +193,110 @@ def compose(
     try:
         cfg = OmegaConf.merge(*layers)
     except OmegaConfBaseException as exc:
-        raise ConfigError(f"invalid configuration key or value: {exc}") from exc
+        raise config_error(exc) from exc
+    validate_ranges(cfg)
     return cfg
+
+
+# ------------------------------------------------------------------------------ validation
+# Names people write for a key -> the key (matched with the same fuzziness as a misspelling).
+KEY_SYNONYMS = {
+    "dataset.noise": {"ratio": "alpha", "rate": "alpha", "noise_ratio": "alpha"},
+    "train": {"learning_rate": "lr", "epochs": "max_epochs"},
+    "eval": {"k": "ks", "topk": "ks", "top_k": "ks"},
+}
+
+
+def closest(word: str, candidates: list[str], synonyms: dict[str, str] | None = None) -> str | None:
+    """The candidate ``word`` most likely stands for (difflib similarity ≥ 0.6, also against the
+    ``synonyms`` keys, which map to candidates), or None."""
+    synonyms = synonyms or {}
+    match = difflib.get_close_matches(word, [*candidates, *synonyms], n=1, cutoff=0.6)
+    return synonyms.get(match[0], match[0]) if match else None
+
+
+def unknown_key_message(key: str, section: str, valid: list[str]) -> str:
+    """``unknown key 'train.lrr'; did you mean 'train.lr'? Valid keys of train: ...``."""
+    prefix = f"{section}." if section else ""
+    guess = closest(key, valid, KEY_SYNONYMS.get(section))
+    hint = f"; did you mean '{prefix}{guess}'?" if guess else "."
+    return f"unknown key '{prefix}{key}'{hint} Valid keys of {section or 'the run config'}: {', '.join(sorted(valid))}"
+
+
+_CONVERSION = re.compile(r"Value '(.*)' of type '\w+' could not be converted to (\w+)", re.S)
+
+
+def config_error(exc: OmegaConfBaseException, section: str = "") -> ConfigError:
+    """One line from an OmegaConf error: the dotted key and what was expected (an unknown key
+    also gets the closest valid key). ``section`` prefixes keys of a free-form section
+    (``backbone``) whose schema OmegaConf saw as the root."""
+    full_key = str(getattr(exc, "full_key", None) or "")
+    key = ".".join(p for p in (section, full_key) if p)
+    schema = getattr(exc, "object_type", None)
+    if isinstance(exc, ConfigKeyError) and dataclasses.is_dataclass(schema):
+        parent, _, name = key.rpartition(".")
+        return ConfigError(unknown_key_message(name, parent, [f.name for f in dataclasses.fields(schema)]))
+    message = str(getattr(exc, "msg", None) or exc).splitlines()[0]
+    conversion = _CONVERSION.fullmatch(message)
+    if conversion:
+        value, kind = conversion.groups()
+        message = f"{value!r} is not {'an' if kind[0] in 'AEIOU' else 'a'} {kind.lower()}"
+    elif "is not a ListConfig" in message:
+        message = "expected a list, e.g. [5, 10, 20]"
+    return ConfigError(f"{key}: {message}" if key else f"invalid configuration: {message}")
+
+
+def _at_least(low: float) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+_PROBABILITY = ((lambda v: 0 <= v <= 1), "a probability in [0, 1]")
+_SEED = ((lambda v: 0 <= v < 2**32), "an integer in [0, 2**32)")  # what NumPy's generators accept
+
+
+# Typed keys with a range: dotted key -> (check, what is expected). Checked once, in compose.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _SEED,
+    "dataset.k_core": _at_least(0),
+    "dataset.max_len": _at_least(1),
+    "dataset.window_size": _at_least(2),
+    "dataset.noise.alpha": _PROBABILITY,
+    "dataset.noise.keep": _PROBABILITY,
+    "dataset.noise.delete": _PROBABILITY,
+    "dataset.noise.insert": _PROBABILITY,
+    "dataset.noise.seed": _SEED,
+    "train.lr": ((lambda v: v >= 0), "a learning rate >= 0 (0 freezes the weights)"),
+    "train.weight_decay": _at_least(0),
+    "train.batch_size": _at_least(1),
+    "train.max_epochs": _at_least(1),
+    "train.patience": _at_least(0),
+    "train.min_epochs": _at_least(0),
+    "train.num_negatives": _at_least(1),
+    "train.num_workers": _at_least(0),
+    "train.gradient_clip": _at_least(0),
+    "train.bucket_batches": _at_least(0),
+    "train.limit_train_batches": (
+        (lambda v: not isinstance(v, bool) and (0 < v <= 1 if isinstance(v, float) else isinstance(v, int) and v >= 1)),
+        "a share in (0, 1] or a number of batches >= 1",
+    ),
+    "eval.batch_size": _at_least(1),
+    "eval.ks": ((lambda v: len(v) > 0 and all(k >= 1 for k in v)), "a non-empty list of cut-offs K >= 1"),
+}
+
+
+def validate_ranges(cfg: DictConfig) -> None:
+    """Raise one ConfigError listing every key of ``RANGES`` whose value is out of range
+    (``key=value; expected ...``, several joined by '. ')."""
+    problems = []
+    for key, (check, expected) in RANGES.items():
+        value = OmegaConf.select(cfg, key)
+        if value is None:
+            continue
+        plain = list(value) if OmegaConf.is_list(value) else value
+        if not check(plain):
+            problems.append(f"{key}={plain}; expected {expected}")
+    if problems:
+        raise ConfigError(". ".join(problems))
 
 
 def to_dict(cfg: DictConfig) -> dict:
@@ -254,15 +359,47 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dsr-bench" / "cache"
 
 
-def validate_section(section: dict | DictConfig, schema: type, where: str) -> Any:
+def validate_against_data(cfg: DictConfig, n_items: int) -> None:
+    """Checks that need the built data: every cut-off K of ``eval.ks`` is at most the item count
+    (a larger K makes HR@K 1 by construction). Run before any training or data-level denoising."""
+    too_large = [k for k in cfg.eval.ks if k > n_items]
+    if too_large:
+        raise ConfigError(f"eval.ks={list(cfg.eval.ks)}: K={too_large[0]} is larger than the {n_items} items of "
+                          f"dataset '{cfg.dataset.name}'; expected cut-offs K <= {n_items}")
+
+
+# Range rules for free-form sections (backbone, denoiser, text encoder), by field name:
+# (pattern of the name, applies to, check, what is expected).
+SECTION_RULES: tuple[tuple[str, type, Callable[[Any], bool], str], ...] = (
+    (r".*dropout", float, lambda v: 0 <= v < 1, "a dropout probability in [0, 1)"),
+    (r"(.*_)?(ratio|prob)", float, lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    (r".*_size", int, lambda v: v >= 1, ">= 1"),
+)
+
+
+def _section_range_problem(name: str, value: Any) -> str | None:
+    for pattern, kind, check, expected in SECTION_RULES:
+        if re.fullmatch(pattern, name) and isinstance(value, kind) and not isinstance(value, bool) and not check(value):
+            return expected
+    return None
+
+
+def validate_section(section: dict | DictConfig, schema: type, where: str, key_prefix: str = "") -> Any:
     """Validate a free-form section (e.g. ``backbone``) against a dataclass; returns the dataclass.
 
-    Unknown keys raise a ConfigError naming the key, the section and the accepted keys."""
+    ``key_prefix`` (e.g. ``"backbone"``) is how its keys are written on the command line. Unknown
+    keys raise a ConfigError naming the key, the closest valid key and all valid keys; wrong types
+    and values outside the ``SECTION_RULES`` ranges raise one naming the key and the expectation."""
     data = to_dict(section) if isinstance(section, DictConfig) else dict(section)
     data.pop("name", None)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.create(data))
     except OmegaConfBaseException as exc:
-        accepted = ", ".join(sorted(schema.__dataclass_fields__))
-        raise ConfigError(f"{where}: {exc.__class__.__name__}: {exc}. Accepted keys: {accepted}") from exc
-    return OmegaConf.to_object(merged)
+        raise ConfigError(f"{where}: {config_error(exc, key_prefix)}") from exc
+    obj = OmegaConf.to_object(merged)
+    for f in dataclasses.fields(schema):
+        expected = _section_range_problem(f.name, getattr(obj, f.name))
+        if expected:
+            key = ".".join(p for p in (key_prefix, f.name) if p)
+            raise ConfigError(f"{where}: {key}={getattr(obj, f.name)}; expected {expected}")
+    return obj

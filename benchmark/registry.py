@@ -65,11 +65,18 @@ class Registry(Generic[T]):
         self.discover()
         key = name.lower()
         if key not in self._items:
-            raise UnknownNameError(
-                f"unknown {self.kind} '{name}'; available: {', '.join(self.names())}. "
-                f"Third-party {self.kind}s register through the entry point group '{self.entry_point_group}'."
-            )
+            raise UnknownNameError(self.unknown_message(name))
         return self._items[key]
+
+    def unknown_message(self, name: str, more: list[str] | None = None) -> str:
+        """``unknown <kind> 'name'; did you mean ...? available: ...`` (``more``: other accepted names)."""
+        from benchmark.config import closest  # imported late: config is imported by plugin modules
+
+        names = sorted({*self.names(), *(more or [])})
+        guess = closest(name.lower(), names)
+        hint = f"; did you mean '{guess}'?" if guess else "."
+        return (f"unknown {self.kind} '{name}'{hint} Available: {', '.join(names)}. "
+                f"Third-party {self.kind}s register through the entry point group '{self.entry_point_group}'.")
 
     def names(self) -> list[str]:
         self.discover()

@@ -20,10 +20,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import run_id, to_dict
+from benchmark.config import run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
 from benchmark.provenance import git_commit, library_versions
-from benchmark.registry import BACKBONES
+from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
 from benchmark.runlock import run_lock
 from denoisers.base import Denoiser, make_denoiser
@@ -289,12 +289,22 @@ def load_data_source(source: str, runs_dir: Path, split: SplitData) -> SplitData
     return load_denoised_split(runs_dir / ref / "denoised", split)
 
 
+def check_sections(cfg: DictConfig) -> None:
+    """The dataset, backbone and denoiser names and the backbone and denoiser sections' keys, types
+    and ranges, checked before any data is built (the classes' own checks of combinations run when
+    they are constructed)."""
+    DATASETS.get(cfg.dataset.name)
+    BACKBONES.get(cfg.backbone.name).parse_config(to_dict(cfg.backbone))
+    DENOISERS.get(cfg.denoiser.name).parse_config(to_dict(cfg.denoiser))
+
+
 def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False) -> RunResult:
     """Run one configuration end to end; returns (and stores) its ``RunResult``.
 
     A finished run directory is reused unless ``force``; a run directory another live process
     is running raises :class:`~benchmark.runlock.RunInProgressError`."""
     _quiet()
+    check_sections(cfg)
     commit = git_commit()  # the code this process imported: read now, not after hours of training
     rid = run_id(cfg)
     runs_root = Path(runs_dir or cfg.logging.runs_dir)
@@ -325,6 +335,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     item_buckets = popularity_buckets(np.bincount(split.train.items, minlength=split.n_items + 1))
     if cfg.data_source:
         split = load_data_source(cfg.data_source, runs_root, split)
+    validate_against_data(cfg, split.n_items)
     timings["data_seconds"] = time.perf_counter() - t0
 
     resources = Resources(split, seed=int(cfg.seed))

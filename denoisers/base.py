@@ -93,9 +93,14 @@ class Denoiser(nn.Module):
         self.resources = resources
 
     @classmethod
-    def from_config(cls, section: dict, resources: "Resources | None") -> "Denoiser":
+    def parse_config(cls, section: dict):
+        """The run's ``denoiser`` section validated into a ``cls.Config`` (ConfigError naming the key)."""
         name = section.get("name", getattr(cls, "registry_name", cls.__name__))
-        return cls(validate_section(section, cls.Config, f"denoiser '{name}'"), resources)
+        return validate_section(section, cls.Config, f"denoiser '{name}'", key_prefix="denoiser")
+
+    @classmethod
+    def from_config(cls, section: dict, resources: "Resources | None") -> "Denoiser":
+        return cls(cls.parse_config(section), resources)
 
     # ------------------------------------------------------------------ capabilities
     @classmethod

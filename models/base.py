@@ -87,10 +87,14 @@ class SequentialRecommender(pl.LightningModule):
         self.test_bucket_metrics: GroupedRankingMetrics | None = None
 
     @classmethod
-    def from_config(cls, section: dict, shape: ModelShape, train_cfg=None, eval_cfg=None, denoiser=None):
+    def parse_config(cls, section: dict):
+        """The run's ``backbone`` section validated into a ``cls.Config`` (ConfigError naming the key)."""
         name = section.get("name", getattr(cls, "registry_name", cls.__name__))
-        cfg = validate_section(section, cls.Config, f"backbone '{name}'")
-        model = cls(cfg, shape, train_cfg, eval_cfg, denoiser)
+        return validate_section(section, cls.Config, f"backbone '{name}'", key_prefix="backbone")
+
+    @classmethod
+    def from_config(cls, section: dict, shape: ModelShape, train_cfg=None, eval_cfg=None, denoiser=None):
+        model = cls(cls.parse_config(section), shape, train_cfg, eval_cfg, denoiser)
         model.denoiser.attach(model)
         return model
 

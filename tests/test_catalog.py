@@ -188,7 +188,7 @@ def test_bench_data_stats_prints_table_and_verdict(tmp_path, capsys):
     assert cli.main(["data", "stats", "toys", "--root", str(tmp_path), "--set", "dataset.k_core=0"]) == 0
     out = capsys.readouterr().out
     assert "| toys | 3 | 3 | 9 | 3.00 | 3 | 3 | 1.00000 | 3 (100.0%) | 19412 / 11924 / 167597 | MISMATCH" in out
-    assert cli.main(["data", "stats", "toys", "--root", str(tmp_path), "--check"]) == 1
+    assert cli.main(["data", "stats", "toys", "--root", str(tmp_path), "--set", "dataset.k_core=0", "--check"]) == 1
 
 
 def test_bench_data_stats_for_missing_toy_says_what_to_download(tmp_path, capsys):

@@ -120,8 +120,13 @@ def test_kcore_leaves_every_user_and_item_with_at_least_k_and_is_stable(pairs, k
 
 @settings(max_examples=30, deadline=None)
 @given(pairs=pairs_strategy, k=st.integers(2, 4))
-def test_preprocess_k_core_result_is_a_fixed_point(pairs, k):
+def test_preprocess_k_core_result_is_a_fixed_point_or_an_error_when_nothing_is_left(pairs, k):
     rows = [(f"u{u}", f"i{i}", t % 7) for t, (u, i) in enumerate(pairs)]
+    if not naive_kcore(pairs, k):
+        expected = "no interactions to preprocess" if not pairs else f"dataset.k_core={k} removes every interaction"
+        with pytest.raises(ValueError, match=expected):
+            preprocess(raw_from(rows), DatasetConfig(k_core=k))
+        return
     data = preprocess(raw_from(rows), DatasetConfig(k_core=k))
     lengths = data.sequences.lengths
     assert len(lengths) == data.n_users and (lengths >= k).all()

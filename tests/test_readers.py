@@ -12,6 +12,7 @@ from benchmark.data.readers import (
     DataFormatError,
     read_amazon,
     read_atomic,
+    read_atomic_items,
     read_llm4dsr_windows,
     read_movielens,
     read_movielens_1m,
@@ -240,8 +241,12 @@ def test_llm4dsr_titles_must_align_with_item_ids(tmp_path):
         read_llm4dsr_windows([tmp_path / "train.csv"])
 
 
-def test_atomic_header_only_file_gives_empty_frames(tmp_path):
-    raw = read_atomic(write(tmp_path / "e.inter", "user_id:token\titem_id:token\ttimestamp:float\n"),
-                      write(tmp_path / "e.item", "item_id:token\ttitle:token_seq\n"))
-    assert raw.inter.height == 0 and raw.items.height == 0
-    assert raw.inter.schema == {"user_id": pl.Utf8, "item_id": pl.Utf8, "timestamp": pl.Float64}
+def test_atomic_header_only_inter_is_an_error_naming_line_2(tmp_path):
+    path = write(tmp_path / "e.inter", "user_id:token\titem_id:token\ttimestamp:float\n")
+    with pytest.raises(DataFormatError, match=r"e\.inter, line 2: no interactions; expected one line per interaction"):
+        read_atomic(path)
+
+
+def test_atomic_header_only_item_file_gives_an_empty_items_frame(tmp_path):
+    items = read_atomic_items(write(tmp_path / "e.item", "item_id:token\ttitle:token_seq\n"))
+    assert items.height == 0 and items.columns == ["item_id", "title"]

@@ -91,6 +91,7 @@ def _build(cfg: DatasetConfig) -> SplitData:
         index = leave_one_out_index(seqs)
     else:
         index = sliding_window_index(seqs, cfg.window_size, WINDOW_RATIOS)
+    _require_eval_instances(cfg, seqs, len(index.valid.users), len(index.test.users))
     train, valid, test = materialize(noisy, index)
 
     meta: dict = {k: noisy.meta[k] for k in ("item_cluster", "user_clusters") if k in noisy.meta}
@@ -109,6 +110,19 @@ def _build(cfg: DatasetConfig) -> SplitData:
         item_text=list(noisy.item_text), protocol=protocol, item_raw_ids=noisy.item_raw_ids,
         user_raw_ids=noisy.user_raw_ids, meta=meta,
     )
+
+
+def _require_eval_instances(cfg: DatasetConfig, seqs, n_valid: int, n_test: int) -> None:
+    """Raise a ConfigError when the split leaves no validation or no test instance (training
+    would stop on a metric that is never computed)."""
+    if n_valid and n_test:
+        return
+    longest = int(seqs.lengths.max()) if len(seqs.lengths) else 0
+    need = ("leave-one-out needs users with at least 3 interactions" if cfg.split == "loo" else
+            f"the window split cuts the windows of dataset.window_size={cfg.window_size} items 8:1:1 by time and "
+            "needs at least 10 of them")
+    raise ConfigError(f"dataset '{cfg.name}': the {cfg.split} split leaves {n_valid} validation and {n_test} test "
+                      f"instances ({len(seqs.lengths)} users, the longest with {longest} interactions); {need}")
 
 
 def _protocol(cfg: DatasetConfig, inter, index, train, meta: dict) -> dict:

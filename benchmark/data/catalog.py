@@ -88,6 +88,9 @@ class Recipe:
             notes.append(f"{self.k_core}-core")
         if not notes:
             return raw
+        if inter.height == 0:
+            raise ValueError(f"{raw.source}: the dataset's recipe ({', '.join(notes)}) leaves none of its "
+                             f"{raw.inter.height} interactions; these files are too small for it or lack item titles")
         return RawData(inter=inter, items=items, source=f"{raw.source} [recipe: {', '.join(notes)}]")
 
 

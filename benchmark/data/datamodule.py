@@ -16,6 +16,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from benchmark.config import ConfigError
 from benchmark.data.instances import build_eval_tensors, build_train_tensors
 from benchmark.data.sequences import SplitData
 
@@ -137,6 +138,13 @@ class SeqDataModule(pl.LightningDataModule):
         self.bucket_batches = bucket_batches
         flips = split.meta.get("target_flip")  # protocol.md §5.3 target-flip noise, if injected
         self.train_arrays = build_train_tensors(split.train, max_len, train_instances, flips)
+        if self.n_train_targets == 0:
+            longest = int(split.train.lengths.max()) if len(split.train.lengths) else 0
+            raise ConfigError(
+                f"dataset '{split.name}': no training targets under train.train_instances={train_instances} "
+                f"({len(split.train.lengths)} training rows, the longest with {longest} items); a row needs at least "
+                "2 items, so under leave-one-out a user needs at least 4 interactions"
+            )
         self.valid_arrays = build_eval_tensors(split.valid, max_len)
         self.test_arrays = build_eval_tensors(split.test, max_len)
 

@@ -117,6 +117,18 @@ def _check_inter(inter: pl.DataFrame, source: str) -> None:
             raise ValueError(f"{source or 'RawData'}: inter needs column {name} of type {dtype}; found {dict(inter.schema)}")
         if inter[name].null_count():
             raise ValueError(f"{source or 'RawData'}: column {name} has {inter[name].null_count()} missing values")
+    if inter.height == 0:
+        raise ValueError(f"{source or 'RawData'}: no interactions to preprocess; expected at least one "
+                         "(user, item, timestamp) row")
+
+
+def _emptied_by_k_core(source: str, k: int, users: np.ndarray, items: np.ndarray) -> str:
+    """The message for a k-core that removes everything: the counts that bound a workable k."""
+    busiest = int(np.bincount(users).max())
+    popular = int(np.bincount(items).max())
+    return (f"dataset.k_core={k} removes every interaction of {source or 'the data'} ({len(users)} interactions, "
+            f"{len(np.unique(users))} users, {len(np.unique(items))} items; the most active user has {busiest} and the "
+            f"most popular item {popular}); lower dataset.k_core (0 turns the filter off)")
 
 
 def preprocess(raw: RawData, cfg) -> Interactions:
@@ -140,6 +152,8 @@ def preprocess(raw: RawData, cfg) -> Interactions:
     dedup = duplicate_mask(users, items, policy)
     rows, users, items, times = rows[dedup], users[dedup], items[dedup], times[dedup]
     core = kcore_mask(users, items, k)
+    if not core.any():
+        raise ConfigError(_emptied_by_k_core(raw.source, k, users, items))
     rows, users, items, times = rows[core], users[core], items[core], times[core]
 
     new_users = _first_appearance_ids(users, rows, len(user_uniques))

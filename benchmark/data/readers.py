@@ -20,16 +20,23 @@ Formats:
 * LLM4DSR-style sliding-window CSV (:func:`read_llm4dsr_windows`), rebuilt into per-user sequences.
 
 Plain files and ``.gz`` files are both accepted everywhere. Bad input raises
-:class:`DataFormatError` naming the file, the line and what was expected. Parsing is vectorised with
+:class:`DataFormatError` naming the file, the line and what was expected; besides malformed lines
+this covers interaction files without interactions, repeated (user, item, timestamp) rows, repeated
+item ids, and (RecBole, MovieLens) items of the interactions without a row in the item file. Amazon
+metadata may lack reviewed items (its files cover a whole category, and the LLM4DSR recipe drops
+items without a title); those get empty text. Parsing is vectorised with
 polars; only the 2014 metadata (Python literals) needs one ``literal_eval`` per line.
 """
 from __future__ import annotations
 
 import ast
+import codecs
+import csv
 import gzip
 import io
 import json
 import re
+import zlib
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -67,12 +74,15 @@ def open_bytes(path: str | Path) -> bytes:
         try:
             with gzip.open(path, "rb") as fh:
                 return fh.read()
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise DataFormatError(path, None, f"not a readable gzip file ({exc})") from exc
     return path.read_bytes()
 
 
 def _decode(path: Path, data: bytes, encoding: str) -> str:
+    """``data`` as text; a UTF-8 byte-order mark (written by some editors) is dropped."""
+    if encoding == "utf-8" and data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as exc:
@@ -131,6 +141,58 @@ def _require_nonempty(path: Path, frame: pl.DataFrame, columns: Iterable[str], f
             raise DataFormatError(path, first_line + int(empty[0]), f"empty {column}; every row needs one")
 
 
+def _repeated_row(frame: pl.DataFrame, columns: Sequence[str]) -> tuple[int, int] | None:
+    """``(first, second)``: the 0-based row ``second`` is the earliest whose ``columns`` equal
+    those of an earlier row, ``first`` that earlier row; None when every row is distinct."""
+    keys = frame.select(columns)
+    repeats = np.flatnonzero(~keys.select(pl.struct(pl.all()).is_first_distinct()).to_series().to_numpy())
+    if not len(repeats):
+        return None
+    second = int(repeats[0])
+    same = np.logical_and.reduce([(keys[c] == keys[c][second]).to_numpy() for c in columns])
+    return int(np.flatnonzero(same)[0]), second
+
+
+def _repeat_message(frame: pl.DataFrame, columns: Sequence[str], row: int, first_line: int, rule: str) -> str:
+    shown = ", ".join(f"{c.replace('_', ' ')} {frame[c][row]!r}" for c in columns)
+    return f"{shown} repeats line {first_line}; {rule}"
+
+
+def _reject_repeats(path: Path, frame: pl.DataFrame, columns: Sequence[str], first_line: int, rule: str) -> None:
+    """Raise a DataFormatError naming the first row whose ``columns`` repeat an earlier row
+    (``first_line`` is the file line of row 0)."""
+    found = _repeated_row(frame, columns)
+    if found is not None:
+        first, second = found
+        raise DataFormatError(path, first_line + second,
+                              _repeat_message(frame, columns, second, first_line + first, rule))
+
+
+INTERACTION_ONCE = "each interaction (user, item, timestamp) must appear once; remove the repeated line"
+ITEM_ONCE = "item ids must be unique"
+
+
+def _require_rows(path: Path, frame: pl.DataFrame, line: int, expected: str) -> None:
+    """An interaction file without a single interaction is an error, not an empty dataset."""
+    if frame.height == 0:
+        raise DataFormatError(path, line, f"no interactions; expected {expected}")
+
+
+def _require_item_rows(inter_path: Path, inter: pl.DataFrame, first_line: int, item_path: Path,
+                       items: pl.DataFrame) -> None:
+    """Every item id of ``inter`` (its file line ``first_line`` holds row 0) has a row in ``items``."""
+    missing = ~inter["item_id"].is_in(items["item_id"].implode())
+    bad = np.flatnonzero(missing.to_numpy())
+    if len(bad):
+        k = int(bad[0])
+        count, total = inter["item_id"].filter(missing).n_unique(), inter["item_id"].n_unique()
+        raise DataFormatError(
+            inter_path, first_line + k,
+            f"item id {inter['item_id'][k]!r} has no row in {item_path} ({count} of {total} item ids are missing "
+            "there); every item needs a row in the item file, or remove the item file to run without item text",
+        )
+
+
 def clean_text(expr: pl.Expr) -> pl.Expr:
     """Text as stored by the suite: tabs, CR and LF become one space; null becomes ''."""
     return expr.cast(pl.Utf8).fill_null("").str.replace_all(r"[\t\r\n]+", " ")
@@ -179,12 +241,16 @@ def read_atomic_inter(path: str | Path) -> pl.DataFrame:
     if missing:
         raise DataFormatError(path, 1, f"header lacks {', '.join(missing)}; expected user_id:token, item_id:token "
                               "and optionally timestamp:float")
+    _require_rows(path, table, 2, "one line per interaction after the header")
     _require_nonempty(path, table, ("user_id", "item_id"), 2)
     if "timestamp" in names:
         timestamps = _to_float(path, table, "timestamp", 2, "timestamp")
     else:
         timestamps = pl.Series(np.zeros(table.height))
-    return _inter_frame(table["user_id"].str.strip_chars(), table["item_id"].str.strip_chars(), timestamps)
+    inter = _inter_frame(table["user_id"].str.strip_chars(), table["item_id"].str.strip_chars(), timestamps)
+    if "timestamp" in names:  # without times, a repeated (user, item) pair is a repeat consumption
+        _reject_repeats(path, inter, ("user_id", "item_id", "timestamp"), 2, INTERACTION_ONCE)
+    return inter
 
 
 def read_atomic_items(path: str | Path) -> pl.DataFrame:
@@ -195,18 +261,18 @@ def read_atomic_items(path: str | Path) -> pl.DataFrame:
         raise DataFormatError(path, 1, "header lacks item_id:token")
     table = table.with_columns(pl.col("item_id").str.strip_chars())
     _require_nonempty(path, table, ("item_id",), 2)
-    dup = np.flatnonzero(table["item_id"].is_duplicated().to_numpy())
-    if len(dup):
-        first, second = int(dup[0]), int(dup[1])
-        raise DataFormatError(path, second + 2, f"item id {table['item_id'][second]!r} repeats line {first + 2}; "
-                              "item ids must be unique")
+    _reject_repeats(path, table, ("item_id",), 2, ITEM_ONCE)
     return _items_frame(table, [n for n in names if n != "item_id"])
 
 
 def read_atomic(inter_path: str | Path, item_path: str | Path | None = None) -> RawData:
-    """RecBole atomic files -> RawData (``item_path`` optional: no text without it)."""
+    """RecBole atomic files -> RawData (``item_path`` optional: no text without it; with it,
+    every item of the ``.inter`` file needs a row in the ``.item`` file)."""
     inter = read_atomic_inter(inter_path)
-    items = read_atomic_items(item_path) if item_path is not None else None
+    items = None
+    if item_path is not None:
+        items = read_atomic_items(item_path)
+        _require_item_rows(Path(inter_path), inter, 2, Path(item_path), items)
     source = f"RecBole atomic: {inter_path}" + (f", {item_path}" if item_path else "")
     return RawData(inter=inter, items=items, source=source)
 
@@ -250,7 +316,16 @@ def read_amazon_reviews(path: str | Path) -> pl.DataFrame:
     if frame.null_count().sum_horizontal().item():
         error = _diagnose_json_lines(path, data, _REVIEW_FIELDS)
         raise error or DataFormatError(path, None, "some reviews lack reviewerID, asin or unixReviewTime")
-    return _inter_frame(frame["reviewerID"], frame["asin"], frame["unixReviewTime"].cast(pl.Float64))
+    inter = _inter_frame(frame["reviewerID"], frame["asin"], frame["unixReviewTime"].cast(pl.Float64))
+    _require_rows(path, inter, 1, "one JSON review per line with reviewerID, asin and unixReviewTime")
+    found = _repeated_row(inter, ("user_id", "item_id", "timestamp"))
+    if found is not None:  # rows are the non-blank lines: map them back to line numbers
+        lines = [k for k, raw in enumerate(data.split(b"\n"), 1) if raw.strip()]
+        first, second = found
+        columns = ("user_id", "item_id", "timestamp")
+        raise DataFormatError(path, lines[second],
+                              _repeat_message(inter, columns, second, lines[first], INTERACTION_ONCE))
+    return inter
 
 
 # Lines of the 2014 metadata start with the asin; the filter only trusts an asin found there.
@@ -292,6 +367,8 @@ def read_amazon_meta(path: str | Path, keep_items: set[str] | None = None) -> pl
     (and so unchecked). The first record of a repeated asin wins."""
     path = Path(path)
     text = _decode(path, open_bytes(path), "utf-8")
+    if not text.strip():
+        raise DataFormatError(path, 1, "empty file; expected one metadata record per line with 'asin' and 'title'")
     records: dict[str, tuple[str, str]] = {}
     mode = None
     for number, line in enumerate(text.split("\n"), 1):  # one record per line; literal_eval is per line anyway
@@ -320,6 +397,9 @@ def read_amazon_meta(path: str | Path, keep_items: set[str] | None = None) -> pl
             continue
         title = record.get("title")
         records[asin] = ("" if title is None else str(title), _category_text(record))
+    if keep_items and not records:
+        raise DataFormatError(path, None, f"holds no record for any of the {len(keep_items)} reviewed items; "
+                              "expected the metadata file of the reviews' category")
     frame = pl.DataFrame(
         {"item_id": list(records), "title": [v[0] for v in records.values()],
          "categories": [v[1] for v in records.values()]},
@@ -350,6 +430,28 @@ def _split_title_year(titles: pl.Expr) -> list[pl.Expr]:
     return [title.alias("title"), year.alias("release_year")]
 
 
+_RATING_FIELDS = ("user_id", "item_id", "rating", "timestamp")
+
+
+def _read_ratings(path: Path, sep: str) -> pl.DataFrame:
+    """MovieLens ratings (user, item, rating, time separated by ``sep``; latin-1) -> inter frame."""
+    table = _split_fields(path, _lines(path, "latin-1"), sep, _RATING_FIELDS, 1)
+    _require_rows(path, table, 1, f"one line per rating: user, item, rating and timestamp separated by {sep!r}")
+    _require_nonempty(path, table, ("user_id", "item_id"), 1)
+    inter = _inter_frame(table["user_id"], table["item_id"], _to_float(path, table, "timestamp", 1, "timestamp"))
+    _reject_repeats(path, inter, ("user_id", "item_id", "timestamp"), 1, INTERACTION_ONCE)
+    return inter
+
+
+def _read_movies(path: Path, sep: str, names: Sequence[str], inter: pl.DataFrame, inter_path: Path) -> pl.DataFrame:
+    """A MovieLens movie table (latin-1, ``sep``-separated ``names``) as Utf8 columns; every item of
+    ``inter`` (read from ``inter_path``) needs exactly one row."""
+    meta = _split_fields(path, _lines(path, "latin-1"), sep, names, 1)
+    _reject_repeats(path, meta, ("item_id",), 1, ITEM_ONCE)
+    _require_item_rows(inter_path, inter, 1, path, meta)
+    return meta
+
+
 def read_movielens_100k(data_path: str | Path, item_path: str | Path | None = None) -> RawData:
     """MovieLens 100K ``u.data`` (user, item, rating, time; tab-separated) + ``u.item`` (pipe-separated,
     latin-1: id | title | release date | video date | URL | 19 genre flags).
@@ -357,14 +459,12 @@ def read_movielens_100k(data_path: str | Path, item_path: str | Path | None = No
     Text: ``title`` without the trailing year, ``release_year`` (from the title, else the release
     date), ``categories`` = genre names joined by spaces (as in RecBole's copy)."""
     data_path = Path(data_path)
-    table = _split_fields(data_path, _lines(data_path, "latin-1"), "\t", ["user_id", "item_id", "rating", "timestamp"], 1)
-    _require_nonempty(data_path, table, ("user_id", "item_id"), 1)
-    inter = _inter_frame(table["user_id"], table["item_id"], _to_float(data_path, table, "timestamp", 1, "timestamp"))
+    inter = _read_ratings(data_path, "\t")
     items = None
     if item_path is not None:
         item_path = Path(item_path)
         names = ["item_id", "raw_title", "release_date", "video_date", "url", *[f"g{k}" for k in range(19)]]
-        meta = _split_fields(item_path, _lines(item_path, "latin-1"), "|", names, 1)
+        meta = _read_movies(item_path, "|", names, inter, data_path)
         genres = pl.concat_str(
             [pl.when(pl.col(f"g{k}").str.strip_chars() == "1").then(pl.lit(name)) for k, name in enumerate(ML100K_GENRES)],
             separator=" ", ignore_nulls=True,
@@ -381,13 +481,11 @@ def read_movielens_1m(ratings_path: str | Path, movies_path: str | Path | None =
     """MovieLens 1M ``ratings.dat`` (UserID::MovieID::Rating::Timestamp) + ``movies.dat``
     (MovieID::Title::Genres with '|' between genres; latin-1). Text as for 100K."""
     ratings_path = Path(ratings_path)
-    table = _split_fields(ratings_path, _lines(ratings_path, "latin-1"), "::", ["user_id", "item_id", "rating", "timestamp"], 1)
-    _require_nonempty(ratings_path, table, ("user_id", "item_id"), 1)
-    inter = _inter_frame(table["user_id"], table["item_id"], _to_float(ratings_path, table, "timestamp", 1, "timestamp"))
+    inter = _read_ratings(ratings_path, "::")
     items = None
     if movies_path is not None:
         movies_path = Path(movies_path)
-        meta = _split_fields(movies_path, _lines(movies_path, "latin-1"), "::", ["item_id", "raw_title", "genres"], 1)
+        meta = _read_movies(movies_path, "::", ["item_id", "raw_title", "genres"], inter, ratings_path)
         genres = pl.col("genres").str.replace_all("|", " ", literal=True)
         meta = meta.with_columns(*_split_title_year(pl.col("raw_title")), categories=genres)
         items = _items_frame(meta.with_columns(pl.col("release_year").fill_null("")), ["title", "release_year", "categories"])
@@ -423,6 +521,31 @@ def _parse_id_lists(path: Path, column: pl.Series, first_line: int) -> pl.Series
     return parts
 
 
+_WINDOW_COLUMNS = ("user_id", "item_ids", "timestamp")
+
+
+def _diagnose_csv(path: Path, data: bytes) -> DataFormatError | None:
+    """The first problem of a CSV file that polars could not read (or read with short lines):
+    invalid UTF-8, an empty file, an unclosed quote, or a line whose field count differs from
+    the header's. None if no such problem is found. Error path only (parses in Python)."""
+    text = _decode(path, data, "utf-8")
+    if not text.strip():
+        return DataFormatError(path, 1, "empty file; expected a header line 'user_id,item_ids,item_titles,timestamp'")
+    reader = csv.reader(io.StringIO(text), strict=True)
+    start = 1
+    try:
+        header = next(reader)
+        start = reader.line_num + 1
+        for record in reader:
+            if record and len(record) != len(header):
+                return DataFormatError(path, start, f"has {len(record)} fields, expected {len(header)} as in the "
+                                       f"header ({', '.join(header)})")
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        return DataFormatError(path, start, f"not valid CSV from this line on ({exc}); is a quote left open?")
+    return None
+
+
 def _read_window_file(path: Path, file_index: int) -> pl.DataFrame:
     """One window CSV -> columns user_id, items (list[str]), titles (the raw item_titles text or
     null), timestamp, file, line. Line numbers assume one window per line (LLM4DSR's files have no
@@ -430,12 +553,18 @@ def _read_window_file(path: Path, file_index: int) -> pl.DataFrame:
     data = open_bytes(path)
     try:
         frame = pl.read_csv(io.BytesIO(data), infer_schema=False)
-    except Exception as exc:
-        raise DataFormatError(path, None, f"cannot parse as CSV: {exc}") from exc
-    missing = [c for c in ("user_id", "item_ids", "timestamp") if c not in frame.columns]
+    except Exception as exc:  # polars reports neither line nor cause in the user's terms: find them
+        raise _diagnose_csv(path, data) or DataFormatError(path, None, f"cannot parse as CSV: {exc}") from exc
+    missing = [c for c in _WINDOW_COLUMNS if c not in frame.columns]
     if missing:
         raise DataFormatError(path, 1, f"header lacks {', '.join(missing)}; expected columns user_id, item_ids, "
                               f"item_titles, timestamp (found {', '.join(frame.columns)})")
+    if frame.height == 0:
+        raise DataFormatError(path, 2, "no windows after the header; expected one line per window")
+    if frame.select(pl.any_horizontal(pl.col(_WINDOW_COLUMNS).is_null()).any()).item():
+        error = _diagnose_csv(path, data)  # a short line reads as trailing nulls; name it as such
+        if error is not None:
+            raise error
     if "mask" in frame.columns:
         noisy = np.flatnonzero(frame["mask"].fill_null("").str.contains(r"[1-9]").to_numpy())
         if len(noisy):
@@ -533,6 +662,9 @@ def _check_windows_chain(windows: pl.DataFrame, paths: Sequence[Path]) -> None:
         k = int(bad[0])
         f, line = int(windows["file"][k]), int(windows["line"][k])
         pf, pline = int(windows["file"][k - 1]), int(windows["line"][k - 1])
+        if windows["items"][k].to_list() == windows["items"][k - 1].to_list():
+            raise DataFormatError(paths[f], line, f"window of user {windows['user_id'][k]!r} repeats {paths[pf]}, "
+                                  f"line {pline}; each window must appear once")
         raise DataFormatError(
             paths[f], line,
             f"window of user {windows['user_id'][k]!r} does not continue the user's previous window "

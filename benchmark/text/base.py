@@ -69,6 +69,9 @@ def resolve_encoder(name: str, options: dict[str, Any] | None = None) -> tuple[s
     from benchmark.config import CONFIG_DIR
 
     preset = CONFIG_DIR / "text" / f"{name}.yaml"
+    if not preset.exists() and name.lower() not in TEXT_ENCODERS.names():
+        presets = [p.stem for p in (CONFIG_DIR / "text").glob("*.yaml")]
+        raise ConfigError(TEXT_ENCODERS.unknown_message(name, presets))
     merged: dict[str, Any] = {}
     backend = name
     if preset.exists():
