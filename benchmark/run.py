@@ -355,11 +355,11 @@ def train_and_test(
     return model, valid, test, test_opt, recorder, fit_seconds
 
 
-def denoise_eval_histories(decide, split: SplitData, directory: Path) -> SplitData:
+def denoise_eval_histories(decide, split: SplitData, directory: Path, provenance: dict | None = None) -> SplitData:
     """Apply ``decide(history, stage) -> DenoisedSequences | None`` to the validation and test
     histories (data-level methods that clean evaluation inputs: ``denoiser.denoise_eval``;
     transfer runs of methods that denoise their own evaluation inputs: the native model's
-    export); decisions are saved under ``directory/<stage>/``."""
+    export); decisions are saved under ``directory/<stage>/`` (``provenance``: for the manifest)."""
     from dataclasses import replace
 
     from benchmark.data.sequences import EvalSet
@@ -371,7 +371,7 @@ def denoise_eval_histories(decide, split: SplitData, directory: Path) -> SplitDa
         decisions = decide(ev.history, stage)
         if decisions is None:
             continue
-        save_denoised(directory / stage, split, decisions)
+        save_denoised(directory / stage, split, decisions, provenance)
         changes[stage] = EvalSet(decisions.apply(), ev.targets)
     if not changes:
         return split
@@ -482,6 +482,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     mode = "plain"
     train_denoiser: Denoiser = denoiser
     resumed_from: dict[str, int] = {}
+    made_by = {"run_id": rid, "config": to_dict(cfg), "git_commit": commit}  # provenance of exported data
 
     t0 = time.perf_counter()
     if denoiser.level == "data":
@@ -489,9 +490,9 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         denoiser.fit(split.train, resources)
         decisions = denoiser.denoise(split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
         split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
-        split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised")
+        split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised", made_by)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         mode = f"transfer from {denoiser.default_native}"
@@ -500,11 +501,11 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         resumed_from[denoiser.default_native] = native_recorder.restored_epochs
         decisions = denoiser.export(native, split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
         split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({denoiser.default_native})")
         if denoiser.denoises_eval_inputs:
             split = denoise_eval_histories(lambda history, _: denoiser.export(native, history), split,
-                                           out_dir / "denoised")
+                                           out_dir / "denoised", made_by)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"
@@ -518,7 +519,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     if mode == "joint" and denoiser.exports:
         decisions = denoiser.export(model, split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
 
     result = RunResult(
         run_id=rid,
