@@ -1,5 +1,7 @@
 """Checksummed artefacts: exported denoised data (MANIFEST.json), single cache files
-(``write_checked``/``read_checked``)."""
+(``write_checked``/``read_checked``, LLM4DSR's caches), LLM4DSR's LoRA adapter. The
+text-embedding shards are covered in test_text_encoders.py, fetched dataset files in
+test_catalog.py."""
 from __future__ import annotations
 
 import json
@@ -13,8 +15,9 @@ from benchmark.config import compose
 from benchmark.data.build import build_split_data
 from benchmark.data.sequences import DenoisedSequences
 from benchmark.export import load_denoised_split, save_denoised
-from benchmark.integrity import IntegrityError, read_checked, write_checked
+from benchmark.integrity import IntegrityError, read_checked, write_checked, write_manifest
 from benchmark.run import denoise_eval_histories
+from denoisers.llm4dsr.finetune import is_finished
 from tests.helpers import loo_split
 
 ROWS = [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6], [6, 5, 4, 3, 2], [1, 3, 5, 2, 4]]
@@ -108,3 +111,18 @@ def test_checked_cache_file_is_returned_only_while_it_matches_and_rebuilt_after_
     path.write_bytes(b"legacy")  # written before checksums: used as it is
     assert read_checked(path) == b"legacy"
 
+
+def test_llm4dsr_adapter_that_changed_is_removed_to_be_saved_again(tmp_path, caplog):
+    run_dir = tmp_path / "adapters" / "key"
+    adapter = run_dir / "adapter"
+    adapter.mkdir(parents=True)
+    (adapter / "adapter_config.json").write_text('{"r": 8}')
+    (adapter / "adapter_model.safetensors").write_bytes(bytes(range(64)))
+    write_manifest(adapter, ["adapter_config.json", "adapter_model.safetensors"], {"settings": {}})
+    (run_dir / "DONE").write_text("{}")
+    assert is_finished(run_dir)
+    flip_byte(adapter / "adapter_model.safetensors")
+    with caplog.at_level("WARNING", logger="denoisers.llm4dsr.finetune"):
+        assert not is_finished(run_dir)
+    assert "adapter_model.safetensors: sha256" in caplog.text
+    assert not adapter.exists() and not (run_dir / "DONE").exists()  # finetune_lora saves it again
