@@ -16,6 +16,11 @@ class UserError(Exception):
     """An error caused by input (files, names, keys); printed without a traceback."""
 
 
+class RunFailedError(Exception):
+    """A run stopped on a failure it recorded (e.g. a non-finite loss); printed without a
+    traceback, exit code 1."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="dsr-bench: denoising sequential recommendation benchmark")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -48,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bench {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except RunFailedError as exc:
+        print(f"bench {args.command}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"bench {args.command}: interrupted; finished work is kept", file=sys.stderr)
         return 130

@@ -406,10 +406,11 @@ def run_grid(
 
     Ctrl-C and SIGTERM stop the grid after recording what finished (``interrupted=True``);
     the next invocation runs only what is missing."""
-    import signal
     import threading
 
     from tqdm import tqdm
+
+    from benchmark.interrupt import stop_on_signals
 
     from benchmark.launchers import DEFAULT_EXECUTOR, STATUS_BUSY, CellOutcome, CellTask, launch
     from benchmark.store import ResultStore, failure_row, result_row
@@ -448,21 +449,12 @@ def run_grid(
         summary.ran.append(out.run_id)
         bar.update(1)
 
-    def on_term(signum, frame):  # Ctrl-C and SIGTERM: stop, keep what is stored
-        stop.set()
-        raise KeyboardInterrupt
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = (signal.signal(signal.SIGTERM, on_term), signal.signal(signal.SIGINT, on_term))
     try:
-        launch(tasks, on_done, launcher, workers, ray_address, cpus_per_cell, gpus_per_cell)
+        with stop_on_signals(stop):  # Ctrl-C and SIGTERM: stop, keep what is stored
+            launch(tasks, on_done, launcher, workers, ray_address, cpus_per_cell, gpus_per_cell)
     except (KeyboardInterrupt, SystemExit):  # Lightning turns an interrupt into SystemExit
         summary.interrupted = True
     finally:
-        if previous is not None:  # Lightning leaves SIGINT ignored after an interrupt
-            signal.signal(signal.SIGTERM, previous[0])
-            signal.signal(signal.SIGINT, previous[1])
         bar.close()
     return summary
 

@@ -4,12 +4,23 @@
 ``<runs_dir>/<run_id>/``: ``config.yaml`` (resolved), ``result.json`` (metrics, protocol,
 timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output,
 the W&B offline run, and for methods that export, ``denoised/`` (see ``benchmark.export``).
+
+Checkpoints live in ``checkpoints/<backbone>/``: ``best.ckpt`` (tested) and, while the run is
+unfinished, ``last.ckpt`` (written after every training epoch; removed once ``result.json``
+exists). ``execute(cfg, resume=True)`` continues an unfinished run from its ``last.ckpt``:
+weights, optimiser, epoch, early-stopping and best-checkpoint state (Lightning's), the per-epoch
+curve, the random number generators and the denoiser's :meth:`~denoisers.base.Denoiser.resume_state`,
+so it ends with the metrics of an uninterrupted run. Without ``resume``, whatever an earlier
+attempt left in the run directory is removed first (one warning line names it). A run that fails
+writes ``failure.json`` (kind, reason, epoch and batch of a non-finite loss) and no ``result.json``.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import random
+import shutil
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -25,9 +36,13 @@ from benchmark.data.sequences import SplitData
 from benchmark.provenance import git_commit, library_versions
 from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
-from benchmark.runlock import run_lock
+from benchmark.runlock import LOCK_NAME, run_lock
 from denoisers.base import Denoiser, make_denoiser
 from models.base import ModelShape, SequentialRecommender
+
+log = logging.getLogger(__name__)
+LAST_CHECKPOINT = "last.ckpt"
+FAILURE_FILE = "failure.json"
 
 
 @dataclass
@@ -48,18 +63,50 @@ class RunResult:
     versions: dict = field(default_factory=library_versions)
     git_commit: str = field(default_factory=git_commit)
     status: str = "ok"
+    resumed_from: dict[str, int] = field(default_factory=dict)  # backbone -> epochs restored by --resume
 
     def to_json(self) -> dict:
         return asdict(self)
 
 
-class EpochRecorder(pl.Callback):
+class FitState(pl.Callback):
+    """A callback whose checkpointed state is restored only when a fit resumes: Lightning also
+    restores callbacks from the checkpoint ``trainer.test`` evaluates (the best epoch's)."""
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._fitting = False
+
+    def setup(self, trainer, pl_module, stage: str) -> None:  # runs before any checkpoint is restored
+        self._trainer = trainer
+        self._fitting = stage == "fit"
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._fitting:
+            self.restore(state)
+
+    def restore(self, state: dict) -> None:
+        """Take over ``state`` (this callback's ``state_dict()`` of the checkpoint)."""
+        raise NotImplementedError
+
+
+class EpochRecorder(FitState):
     """Collects per-epoch validation metrics and wall time of every training epoch."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.curve: list[dict[str, float]] = []
         self.epoch_seconds: list[float] = []
         self._start = 0.0
+        self.restored_epochs = 0  # epochs taken from a checkpoint when a fit resumed
+
+    def state_dict(self) -> dict:
+        return {"curve": [dict(row) for row in self.curve], "epoch_seconds": list(self.epoch_seconds)}
+
+    def restore(self, state: dict) -> None:
+        self.curve = [dict(row) for row in state["curve"]]
+        self.epoch_seconds = list(state["epoch_seconds"])
+        self.restored_epochs = len(self.epoch_seconds)
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._start = time.perf_counter()
@@ -87,6 +134,42 @@ class EpochRecorder(pl.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("valid/"):
                 row[key] = float(value)
+
+
+class ResumePoint(FitState):
+    """What a resumed fit needs beyond Lightning's checkpoint: the random number generators
+    (negative sampling, dropout, Gumbel noise) as they were when the checkpoint was written,
+    and whether early stopping had already ended the fit (Lightning does not save
+    ``should_stop``; without this a resumed fit would train one epoch too many)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stopped = False
+
+    def state_dict(self) -> dict:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # numpy's state as tensors and numbers: checkpoints load with weights_only=True
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "cached": float(cached)},
+            "python": random.getstate(),
+            "stopped": bool(self._trainer is not None and self._trainer.should_stop),
+        }
+
+    def restore(self, state: dict) -> None:
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        n = state["numpy"]
+        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+        random.setstate(state["python"])
+        self._stopped = bool(state["stopped"])
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._stopped:
+            trainer.should_stop = True
 
 
 def _quiet() -> None:
@@ -189,6 +272,20 @@ def build_model_and_data(cfg: DictConfig, split: SplitData, backbone_name: str, 
     return model, dm
 
 
+def _resume_checkpoint(ckpt_dir: Path) -> str | None:
+    """``ckpt_dir/last.ckpt`` if it exists and holds a readable checkpoint, else None. A
+    truncated or corrupted file is an error naming it (torch checks the archive's CRCs)."""
+    path = ckpt_dir / LAST_CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable archive is the same user-facing problem
+        raise ValueError(f"{path}: cannot resume from this checkpoint ({type(exc).__name__}: {exc}); "
+                         "run without --resume to start the run over") from exc
+    return str(path)
+
+
 def train_and_test(
     cfg: DictConfig,
     split: SplitData,
@@ -196,9 +293,11 @@ def train_and_test(
     denoiser: Denoiser,
     out_dir: Path,
     rid: str,
+    resume: bool = False,
     item_buckets: np.ndarray | None = None,
 ) -> tuple[SequentialRecommender, dict, dict, dict, EpochRecorder, float]:
     """Train ``backbone_name`` with ``denoiser``'s hooks; test with the best checkpoint.
+    ``resume``: continue from ``checkpoints/<backbone>/last.ckpt`` when it exists.
 
     ``item_buckets`` (item id -> popularity bucket, ``[n_items + 1]``) adds per-bucket test
     metrics. Returns (model, best valid metrics, test metrics, optimistic test metrics,
@@ -211,10 +310,16 @@ def train_and_test(
     watched = model.monitor_name
     callbacks = [
         recorder,
+        ResumePoint(),
         pl.callbacks.EarlyStopping(monitor=watched, mode="max", patience=int(cfg.train.patience)),
         pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=watched, mode="max",
                                      save_top_k=1, enable_version_counter=False),
+        # after "best" (Lightning keeps checkpoint callbacks in this order, after all others), so
+        # last.ckpt holds this epoch's early-stopping and best-checkpoint state
+        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
+                                     save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
     ]
+    best_checkpoint = callbacks[3]
     trainer = pl.Trainer(
         max_epochs=int(cfg.train.max_epochs),
         min_epochs=int(cfg.train.min_epochs),
@@ -232,11 +337,12 @@ def train_and_test(
         log_every_n_steps=1,
     )
     t0 = time.perf_counter()
-    trainer.fit(model, datamodule=dm)
+    # weights_only=True: tensors and plain Python values only (our own files; nothing is unpickled)
+    trainer.fit(model, datamodule=dm, ckpt_path=_resume_checkpoint(ckpt_dir) if resume else None, weights_only=True)
     fit_seconds = time.perf_counter() - t0
-    best = callbacks[2].best_model_path
+    best = best_checkpoint.best_model_path
     ckpt = best if best and Path(best).exists() else None
-    trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False)
+    trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     test_opt = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test_optimistic/")}
@@ -255,11 +361,11 @@ def train_and_test(
     return model, valid, test, test_opt, recorder, fit_seconds
 
 
-def denoise_eval_histories(decide, split: SplitData, directory: Path) -> SplitData:
+def denoise_eval_histories(decide, split: SplitData, directory: Path, provenance: dict | None = None) -> SplitData:
     """Apply ``decide(history, stage) -> DenoisedSequences | None`` to the validation and test
     histories (data-level methods that clean evaluation inputs: ``denoiser.denoise_eval``;
     transfer runs of methods that denoise their own evaluation inputs: the native model's
-    export); decisions are saved under ``directory/<stage>/``."""
+    export); decisions are saved under ``directory/<stage>/`` (``provenance``: for the manifest)."""
     from dataclasses import replace
 
     from benchmark.data.sequences import EvalSet
@@ -271,7 +377,7 @@ def denoise_eval_histories(decide, split: SplitData, directory: Path) -> SplitDa
         decisions = decide(ev.history, stage)
         if decisions is None:
             continue
-        save_denoised(directory / stage, split, decisions)
+        save_denoised(directory / stage, split, decisions, provenance)
         changes[stage] = EvalSet(decisions.apply(), ev.targets)
     if not changes:
         return split
@@ -298,11 +404,14 @@ def check_sections(cfg: DictConfig) -> None:
     DENOISERS.get(cfg.denoiser.name).parse_config(to_dict(cfg.denoiser))
 
 
-def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False) -> RunResult:
+def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False,
+            resume: bool = False) -> RunResult:
     """Run one configuration end to end; returns (and stores) its ``RunResult``.
 
     A finished run directory is reused unless ``force``; a run directory another live process
-    is running raises :class:`~benchmark.runlock.RunInProgressError`."""
+    is running raises :class:`~benchmark.runlock.RunInProgressError`. ``resume`` continues an
+    unfinished run from its last checkpoint (module docstring); otherwise the run starts clean.
+    A failing run writes ``failure.json`` and re-raises."""
     _quiet()
     check_sections(cfg)
     commit = git_commit()  # the code this process imported: read now, not after hours of training
@@ -315,10 +424,56 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
     with run_lock(out_dir):  # a second process on the same run id raises RunInProgressError here
         if result_file.exists() and not force:  # finished by another process since the check above
             return RunResult(**json.loads(result_file.read_text()))
-        return _execute_unlocked(cfg, rid, out_dir, runs_root, commit)
+        resume = _prepare_run_directory(out_dir, resume)
+        try:
+            return _execute_unlocked(cfg, rid, out_dir, runs_root, commit, resume)
+        except Exception as exc:  # KeyboardInterrupt is no failure: the run stays resumable
+            write_failure(out_dir / FAILURE_FILE, rid, exc, commit)
+            raise
 
 
-def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None) -> RunResult:
+def _prepare_run_directory(out_dir: Path, resume: bool) -> bool:
+    """Make ``out_dir`` hold one attempt only; returns whether the run resumes.
+
+    Resuming needs a ``last.ckpt``: the earlier attempt's files stay (logs continue), only its
+    result or failure record goes. Otherwise everything but the lock is removed, and a warning
+    line names what was removed."""
+    checkpoints = sorted(out_dir.glob(f"checkpoints/*/{LAST_CHECKPOINT}"))
+    if resume and checkpoints:
+        for name in ("result.json", FAILURE_FILE):
+            (out_dir / name).unlink(missing_ok=True)
+        log.warning("run %s: resuming from %s", out_dir.name, ", ".join(str(p) for p in checkpoints))
+        return True
+    leftovers = sorted(p for p in out_dir.iterdir() if p.name != LOCK_NAME)
+    for path in leftovers:
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+    if resume:
+        log.warning("run %s: no checkpoint to resume from; starting from the beginning", out_dir.name)
+    elif leftovers:
+        log.warning("run %s: starting clean; removed %s left by an earlier attempt (--resume continues an "
+                    "interrupted run instead)", out_dir.name, ", ".join(p.name for p in leftovers))
+    return False
+
+
+def write_failure(path: Path, rid: str, exc: BaseException, commit: str | None) -> None:
+    """Atomically write the failure record of run ``rid``: kind, reason, where (epoch and batch
+    of a non-finite loss, else null), time, commit and the last frames of the traceback."""
+    from benchmark.store import describe_exception
+
+    kind, text, tb = describe_exception(exc)
+    terms = getattr(exc, "terms", None)
+    if terms is not None:  # strict JSON has no NaN/Infinity: non-finite values as text
+        terms = {name: value if np.isfinite(value) else str(value) for name, value in terms.items()}
+    record = {"run_id": rid, "status": "failed", "kind": kind, "reason": str(exc), "error": text,
+              "epoch": getattr(exc, "epoch", None), "batch": getattr(exc, "batch", None), "loss_terms": terms,
+              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "git_commit": commit, "traceback": tb}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str, allow_nan=False))
+    tmp.replace(path)
+
+
+def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None,
+                      resume: bool = False) -> RunResult:
     from benchmark.data.build import build_split_data
     from benchmark.detection import detection_from_denoised, popularity_buckets
     from benchmark.export import save_denoised
@@ -345,6 +500,8 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     detection = None
     mode = "plain"
     train_denoiser: Denoiser = denoiser
+    resumed_from: dict[str, int] = {}
+    made_by = {"run_id": rid, "config": to_dict(cfg), "git_commit": commit}  # provenance of exported data
 
     t0 = time.perf_counter()
     if denoiser.level == "data":
@@ -352,33 +509,36 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         denoiser.fit(split.train, resources)
         decisions = denoiser.denoise(split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
         split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
-        split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised")
+        split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised", made_by)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         mode = f"transfer from {denoiser.default_native}"
-        native, *_ = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir, rid)
+        native, _, _, _, native_recorder, _ = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir,
+                                                              rid, resume)
+        resumed_from[denoiser.default_native] = native_recorder.restored_epochs
         decisions = denoiser.export(native, split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
         split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({denoiser.default_native})")
         if denoiser.denoises_eval_inputs:
             split = denoise_eval_histories(lambda history, _: denoiser.export(native, history), split,
-                                           out_dir / "denoised")
+                                           out_dir / "denoised", made_by)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"
     timings["denoise_seconds"] = time.perf_counter() - t0
 
-    model, valid, test, test_opt, recorder, fit_seconds = train_and_test(cfg, split, backbone_name, train_denoiser, out_dir,
-                                                                         rid, item_buckets)
+    model, valid, test, test_opt, recorder, fit_seconds = train_and_test(cfg, split, backbone_name, train_denoiser,
+                                                                         out_dir, rid, resume, item_buckets)
+    resumed_from[backbone_name] = recorder.restored_epochs
     timings["fit_seconds"] = fit_seconds
     timings["epoch_seconds_mean"] = float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0
     if mode == "joint" and denoiser.exports:
         decisions = denoiser.export(model, split.train)
         detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
 
     result = RunResult(
         run_id=rid,
@@ -395,11 +555,14 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         best_epoch=getattr(model, "best_epoch", -1),
         epochs=len(recorder.epoch_seconds),
         git_commit=commit,
+        resumed_from={k: v for k, v in resumed_from.items() if v} if resume else {},
     )
     _write_curve(out_dir / "curve.csv", recorder.curve)
     tmp = result_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(result.to_json(), indent=2, default=float))
     tmp.replace(result_file)
+    for last in out_dir.glob(f"checkpoints/*/{LAST_CHECKPOINT}"):  # finished: nothing left to resume
+        last.unlink()
     return result
 
 

@@ -170,6 +170,16 @@ class Denoiser(nn.Module):
     def on_train_epoch_end(self, model: "SequentialRecommender", epoch: int) -> None:
         """Epoch bookkeeping (e.g. swap the previous-epoch mask)."""
 
+    def resume_state(self) -> dict:
+        """State kept between training epochs that is not in the module's persistent tensors
+        (per-epoch records, a previous-epoch mask held in a non-persistent buffer): saved with
+        every training checkpoint so that ``bench run --resume`` continues from it. Tensors,
+        numbers, strings, lists and dicts only (checkpoints load with ``weights_only=True``)."""
+        return {}
+
+    def load_resume_state(self, state: dict) -> None:
+        """Restore what :meth:`resume_state` returned (called only when a fit resumes)."""
+
     def report(self) -> dict:
         """Method-specific diagnostics stored in the run result (``denoiser_report``)."""
         return {}

@@ -228,6 +228,12 @@ class HSD(Denoiser):
         self.epoch_removed.append(self._stats["removed"] / max(self._stats["slots"], 1.0))
         self._stats = {"removed": 0.0, "slots": 0.0}
 
+    def resume_state(self) -> dict:
+        return {"epoch_removed": list(self.epoch_removed)}
+
+    def load_resume_state(self, state: dict) -> None:
+        self.epoch_removed = list(state["epoch_removed"])
+
     @staticmethod
     def _log(model, values: dict[str, float], batch_size: int) -> None:
         if getattr(model, "_trainer", None) is not None:

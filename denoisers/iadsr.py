@@ -237,6 +237,14 @@ class IADSR(Denoiser):
             self.mask_prev.copy_(self.mask_cur)
             self.mask_cur.fill_(1)
 
+    def resume_state(self) -> dict:
+        # mask_prev is a non-persistent buffer (testing the best checkpoint keeps the final mask)
+        return {"epochs": [dict(e) for e in self._epochs], "mask_prev": self.mask_prev.clone()}
+
+    def load_resume_state(self, state: dict) -> None:
+        self._epochs = [dict(e) for e in state["epochs"]]
+        self.mask_prev.copy_(state["mask_prev"])
+
     def report(self) -> dict:
         sem = self._semantic.stats if self._semantic is not None else {}
         return {"semantic": sem, "epochs": list(self._epochs)}

@@ -152,6 +152,13 @@ class SSDRec(HSD):
         self.epoch_augmentation.append({"augmented": self._aug["augmented"] / rows, "deleted": self._aug["deleted"] / rows})
         self._aug = {"augmented": 0.0, "deleted": 0.0, "rows": 0.0}
 
+    def resume_state(self) -> dict:
+        return {**super().resume_state(), "epoch_augmentation": [dict(e) for e in self.epoch_augmentation]}
+
+    def load_resume_state(self, state: dict) -> None:
+        super().load_resume_state(state)
+        self.epoch_augmentation = [dict(e) for e in state["epoch_augmentation"]]
+
     def report(self) -> dict:
         out = super().report()
         out.update(stale_mask=self.stale_mask, graphs=self.graph_info,

@@ -347,6 +347,12 @@ class STEAM(Denoiser):
         }
         return out
 
+    def resume_state(self) -> dict:
+        return {"op_counts": self.op_counts.clone()}  # a non-persistent buffer: counts of the whole training
+
+    def load_resume_state(self, state: dict) -> None:
+        self.op_counts.copy_(state["op_counts"])
+
     def report(self) -> dict:
         ops = self.op_counts.cpu().numpy().astype(np.float64)
         keep, delete, insert = self.probs

@@ -13,7 +13,7 @@ where their objective differs (BERT4Rec's cloze), ``training_inputs``/``eval_inp
 """
 from __future__ import annotations
 
-
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -27,6 +27,24 @@ from benchmark.config import EvalConfig, TrainConfig, validate_section
 from benchmark.metrics import FullRankingMetrics, GroupedRankingMetrics, mask_history, monitored_metric, target_ranks
 from models.losses import item_cross_entropy
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
+
+
+DENOISER_RESUME_KEY = "denoiser_resume_state"  # checkpoint entry of Denoiser.resume_state()
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite. ``epoch`` and ``batch`` say where; ``terms``
+    maps each loss term (``rec_loss`` and the denoiser's auxiliary losses) to its value."""
+
+    def __init__(self, epoch: int, batch: int, terms: dict[str, float]) -> None:
+        self.epoch, self.batch, self.terms = epoch, batch, dict(terms)
+        bad = ", ".join(f"{name}={value}" for name, value in terms.items() if not math.isfinite(value))
+        super().__init__(f"non-finite training loss at epoch {epoch}, batch {batch} ({bad or 'total'}); training "
+                         "stopped before this step's update. Lower train.lr, set train.gradient_clip, or check "
+                         "the denoiser's loss weights")
+
+    def __reduce__(self):  # picklable across worker processes despite the custom signature
+        return type(self), (self.epoch, self.batch, self.terms)
 
 
 @dataclass
@@ -242,9 +260,10 @@ class SequentialRecommender(pl.LightningModule):
             total = total + value
             log[f"train/{name}"] = value.detach()
         log["train/loss"] = total.detach()
+        if not torch.isfinite(total):  # before logging: a NaN must not reach the epoch averages
+            terms = {k.split("/", 1)[1]: float(v) for k, v in log.items() if k.startswith("train/")}
+            raise NonFiniteLossError(self.current_epoch, batch_idx, terms)
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=ctx.extras["input_items"].shape[0])
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"non-finite training loss at epoch {self.current_epoch}, batch {batch_idx}")
         return total
 
     def _eval_scores(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -296,6 +315,18 @@ class SequentialRecommender(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self.denoiser.on_train_epoch_end(self, self.current_epoch)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        state = self.denoiser.resume_state()
+        if state:
+            checkpoint[DENOISER_RESUME_KEY] = state
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # only when a fit resumes: testing the best checkpoint must not rewind the denoiser's
+        # per-epoch records to that epoch
+        resuming = self._trainer is not None and self.trainer.state.fn == "fit"
+        if resuming and DENOISER_RESUME_KEY in checkpoint:
+            self.denoiser.load_resume_state(checkpoint[DENOISER_RESUME_KEY])
 
     def prepare_split(self, split) -> None:
         """Build split-dependent structures (e.g. DCRec's item graphs) from a ``SplitData``; a

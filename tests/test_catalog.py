@@ -1,17 +1,19 @@
 """Catalog: registration, search order, missing-file messages, fetch (fake downloaders), `bench data`."""
 from __future__ import annotations
 
+import hashlib
 import json
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from benchmark import cli
 from benchmark.config import CONFIG_DIR, DatasetConfig
 from benchmark.data import fetch
-from benchmark.data.catalog import DatasetMissingError, get_entry, load_interactions
+from benchmark.data.catalog import DatasetChangedError, DatasetMissingError, get_entry, load_interactions
 from benchmark.registry import DATASETS
 
 NAMES = ["beauty", "game", "ml-100k", "movie", "sports", "synthetic", "toy", "toys"]
@@ -115,8 +117,8 @@ def offline_pypi(tmp_path, monkeypatch):
     monkeypatch.setattr(fetch, "pip_download", fake_pip)
     monkeypatch.setattr(fetch, "KNOWN_SHA256", {
         wheel.name: fetch.sha256_of(wheel),
-        "ml-100k.inter": fetch.hashlib.sha256(INTER.encode()).hexdigest(),
-        "ml-100k.item": fetch.hashlib.sha256(ITEM.encode()).hexdigest(),
+        "ml-100k.inter": hashlib.sha256(INTER.encode()).hexdigest(),
+        "ml-100k.item": hashlib.sha256(ITEM.encode()).hexdigest(),
     })
     return calls
 
@@ -131,6 +133,28 @@ def test_missing_ml100k_is_fetched_from_the_recbole_wheel(tmp_path, offline_pypi
     assert manifest["files"]["ml-100k.inter"]["sha256"] == fetch.KNOWN_SHA256["ml-100k.inter"]
     assert data.user_raw_ids.tolist() == ["", "3", "1", "2"]  # RecBole's file order
     assert data.item_text[1:] == ["Seven", "Eight", "Nine"]  # movie_title read as title
+
+
+def test_a_changed_fetched_file_is_detected_moved_aside_and_fetched_again(tmp_path, offline_pypi, caplog):
+    root = tmp_path / "data"
+    first = load_interactions(DatasetConfig(name="ml-100k", root=str(root)))
+    inter = root / "ml-100k" / "ml-100k.inter"
+    inter.write_text(INTER.replace("\t3\t", "\t4\t", 1))  # one rating changed, same size
+    with caplog.at_level("WARNING", logger="benchmark.data.catalog"):
+        again = load_interactions(DatasetConfig(name="ml-100k", root=str(root)))
+    assert f"{inter}: sha256" in caplog.text and "fetching it again" in caplog.text
+    assert [c[0] for c in offline_pypi] == ["download", "pip", "download", "pip"]
+    assert inter.read_text() == INTER and len(list(inter.parent.glob("ml-100k.inter.changed-*"))) == 1
+    assert np.array_equal(again.sequences.items, first.sequences.items)
+
+
+def test_a_changed_file_of_a_dataset_not_fetched_automatically_is_an_error_naming_it(tmp_path):
+    folder = tmp_path / "beauty"
+    write_atomic(folder, "beauty")
+    (folder / fetch.MANIFEST).write_text(json.dumps({"files": {"beauty.inter": {"sha256": "0" * 64, "bytes": len(INTER)}}}))
+    with pytest.raises(DatasetChangedError) as err:
+        load_interactions(DatasetConfig(name="beauty", root=str(tmp_path)))
+    assert f"{folder / 'beauty.inter'}: sha256" in str(err.value) and "bench data fetch beauty" in str(err.value)
 
 
 def test_failed_automatic_fetch_explains_the_manual_route(tmp_path, offline_pypi, monkeypatch):

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import warnings
 
 import numpy as np
 import pytest
@@ -89,23 +88,46 @@ def test_cache_survives_interrupted_run_and_resumes(tmp_path):
     np.testing.assert_array_equal(out, CountingEncoder().encode(texts))
 
 
-def test_cache_ignores_partial_and_corrupt_files(tmp_path):
+def test_cache_ignores_partial_files_and_deletes_corrupt_shards(tmp_path, caplog):
     fake = CountingEncoder()
     cache = CachedEncoder(fake, tmp_path, progress=False)
     reference = cache.encode(["a", "b"])
     directory = cache.directory
-    # a killed writer: a temporary, a vectors file whose keys never landed, a corrupt keys file
+    # a killed writer: a temporary, a vectors file whose keys never landed; a corrupt keys file
     (directory / ".tmp-0000-x.vecs.npy").write_bytes(b"\x93NUMPY half")
     np.save(directory / "orphan.vecs.npy", np.ones((1, 4), np.float32))
     (directory / "corrupt.keys.npy").write_bytes(b"not numpy at all")
     np.save(directory / "corrupt.vecs.npy", np.ones((1, 4), np.float32))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with caplog.at_level("WARNING", logger="benchmark.text.cache"):
         reader = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
         out = reader.encode(["b", "a"])
     assert reader.n_encoded == 0
     np.testing.assert_array_equal(out, reference[::-1])
-    assert any("corrupt.keys.npy" in str(w.message) for w in caught)
+    assert [r.message.count("corrupt.keys.npy") for r in caplog.records] == [1]
+    assert not (directory / "corrupt.keys.npy").exists() and not (directory / "corrupt.vecs.npy").exists()
+    assert (directory / "orphan.vecs.npy").exists()  # uncommitted files are the sweeper's, after a day
+
+
+@pytest.mark.parametrize("part", ["vecs", "keys", "sum"])
+def test_cache_rebuilds_a_shard_whose_bytes_changed(tmp_path, caplog, part):
+    texts = ["red lipstick", "face cream", "hair gel"]
+    CachedEncoder(CountingEncoder(), tmp_path, progress=False).encode(texts)
+    directory = encoder_directory(tmp_path, "fake:v1")
+    (path,) = directory.glob(f"*.{part}.*")
+    data = bytearray(path.read_bytes())
+    at = data.index(b'"sha256": "') + 12 if part == "sum" else -3  # a recorded digest, a vector, a key
+    data[at] ^= 0x01
+    path.write_bytes(bytes(data))
+    fresh = CountingEncoder()
+    with caplog.at_level("WARNING", logger="benchmark.text.cache"):
+        cache = CachedEncoder(fresh, tmp_path, progress=False)
+        out = cache.encode(texts)
+    assert len(caplog.records) == 1 and path.name.split(".")[0] in caplog.records[0].message
+    assert cache.n_cached == 0 and cache.n_encoded == 3 and not path.exists()  # detected, deleted, encoded again
+    np.testing.assert_array_equal(out, CountingEncoder().encode(texts))
+    again = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+    again.encode(texts)
+    assert again.n_cached == 3  # the rebuilt shard verifies
 
 
 def test_cache_write_killed_before_commit_leaves_no_visible_shard(tmp_path, monkeypatch):
@@ -139,7 +161,7 @@ def test_cache_float16_store_returns_same_rounded_vectors_each_time(tmp_path):
     np.testing.assert_array_equal(first, second)
 
 
-def test_cache_rejects_wrong_shape_and_mismatched_directory(tmp_path):
+def test_cache_rejects_wrong_shape_and_rebuilds_a_mismatched_directory(tmp_path, caplog):
     class Broken(CountingEncoder):
         def encode(self, texts):
             return np.zeros((len(texts), 3), np.float32)
@@ -148,9 +170,14 @@ def test_cache_rejects_wrong_shape_and_mismatched_directory(tmp_path):
         CachedEncoder(Broken(), tmp_path, progress=False).encode(["a"])
     cache = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
     cache.encode(["a"])
-    (cache.directory / "encoder.json").write_text('{"encoder_id": "someone else", "dim": 4}')
-    with pytest.raises(ConfigError, match="someone else"):
-        CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+    for meta in ('{"encoder_id": "someone else", "dim": 4}', "{not json"):
+        (cache.directory / "encoder.json").write_text(meta)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="benchmark.text.cache"):
+            rebuilt = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+            rebuilt.encode(["a"])
+        assert rebuilt.n_encoded == 1 and "encoder.json: unusable text-cache metadata" in caplog.text
+        assert '"fake:v1"' in (cache.directory / "encoder.json").read_text()
 
 
 def test_cached_encoder_satisfies_protocol_and_blank_texts_get_zero_rows(tmp_path):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from benchmark.commands.run import add_config_arguments, config_from_args
+from benchmark.commands.run import add_config_arguments, config_from_args, execute_reporting_stops
 
 
 def register(sub) -> None:
@@ -41,7 +41,6 @@ def main(args) -> int:
     from benchmark.cli import UserError
     from benchmark.config import run_id
     from benchmark.registry import DENOISERS
-    from benchmark.run import execute
     from denoisers.base import Denoiser
 
     cfg = config_from_args(args)
@@ -54,7 +53,7 @@ def main(args) -> int:
     runs_dir = Path(args.runs_dir or cfg.logging.runs_dir)
     rid = run_id(cfg)
     print(f"run {rid}: denoiser={name} backbone={cfg.backbone.name} dataset={cfg.dataset.name} seed={cfg.seed}")
-    result = execute(cfg, runs_dir=runs_dir, force=args.force)
+    result = execute_reporting_stops(cfg, runs_dir, force=args.force)
     out = runs_dir / rid / "denoised"
     inter = next(iter(sorted(out.glob("*.inter"))), None)
     if inter is None:

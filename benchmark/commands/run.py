@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from benchmark.config import compose, run_id
@@ -34,8 +35,44 @@ def register(sub) -> None:
     add_config_arguments(p)
     p.add_argument("--data", help="train on exported data: denoised:<run_id>")
     p.add_argument("--force", action="store_true", help="re-run even if runs/<run_id>/result.json exists")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its last checkpoint (without it, an unfinished run starts over)")
     p.add_argument("--runs-dir", default=None)
     p.set_defaults(func=main)
+
+
+def execute_reporting_stops(cfg, runs_dir: Path, force: bool = False, resume: bool = False):
+    """``benchmark.run.execute`` for a command: Ctrl-C or SIGTERM stops it with a note on what
+    was kept and how to continue (then ``KeyboardInterrupt``: exit code 130); a non-finite loss
+    becomes :class:`~benchmark.cli.RunFailedError` naming the failure record."""
+    from benchmark.cli import RunFailedError
+    from benchmark.interrupt import stop_on_signals
+    from benchmark.run import FAILURE_FILE, execute
+    from models.base import NonFiniteLossError
+
+    rid = run_id(cfg)
+    with stop_on_signals() as stop:
+        try:
+            return execute(cfg, runs_dir=runs_dir, force=force, resume=resume)
+        except NonFiniteLossError as exc:
+            raise RunFailedError(f"run {rid} failed: {exc}\nfailure record: {runs_dir / rid / FAILURE_FILE}") from exc
+        except (KeyboardInterrupt, SystemExit) as exc:  # Lightning turns an interrupt into SystemExit(1)
+            if isinstance(exc, SystemExit) and not stop.is_set():
+                raise
+            print(interrupted_note(runs_dir / rid), file=sys.stderr)
+            raise KeyboardInterrupt from None
+
+
+def interrupted_note(out_dir: Path) -> str:
+    """What an interrupted run kept in ``out_dir`` and how to continue it."""
+    from benchmark.run import LAST_CHECKPOINT
+
+    kept = sorted(out_dir.glob(f"checkpoints/*/{LAST_CHECKPOINT}"))
+    if not kept:
+        return (f"run {out_dir.name} interrupted before its first training epoch ended: nothing to resume "
+                f"(rerunning starts it over)")
+    return (f"run {out_dir.name} interrupted; kept {', '.join(str(p) for p in kept)} (written after the last "
+            f"finished epoch). Continue with the same command plus --resume")
 
 
 def _baseline(cfg, runs_dir: Path):
@@ -53,13 +90,12 @@ def _baseline(cfg, runs_dir: Path):
 
 def main(args) -> int:
     from benchmark.report import metric_table, protocol_lines
-    from benchmark.run import execute
 
     cfg = config_from_args(args)
     runs_dir = Path(args.runs_dir or cfg.logging.runs_dir)
     print(f"run {run_id(cfg)}: backbone={cfg.backbone.name} denoiser={cfg.denoiser.name} "
           f"dataset={cfg.dataset.name} seed={cfg.seed}")
-    result = execute(cfg, runs_dir=runs_dir, force=args.force)
+    result = execute_reporting_stops(cfg, runs_dir, force=args.force, resume=args.resume)
     ks = list(cfg.eval.ks)
     rows = {"valid (best epoch)": result.valid, "test": result.test}
     base = _baseline(cfg, runs_dir)
@@ -73,6 +109,8 @@ def main(args) -> int:
         d = result.detection
         keys = [k for k in ("precision", "recall", "f1", "flag_rate", "random_f1") if k in d]
         print("noise detection: " + ", ".join(f"{k}={d[k]:.4f}" for k in keys if isinstance(d[k], (int, float))))
+    if result.resumed_from:
+        print("resumed: " + ", ".join(f"{name} after epoch {n - 1}" for name, n in result.resumed_from.items()))
     print("protocol:\n" + protocol_lines(result.protocol))
     print(f"\nrun directory: {runs_dir / result.run_id}")
     return 0

@@ -18,22 +18,31 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import logging
+import time
+
 import numpy as np
 import polars as pl
 
 from benchmark.config import data_root
 from benchmark.data import fetch as fetching
+from benchmark.integrity import IntegrityError
 from benchmark.data import readers
 from benchmark.data.preprocess import factorize, kcore_mask, preprocess
 from benchmark.data.raw import Interactions, RawData
 from benchmark.registry import DATASETS
 
+log = logging.getLogger(__name__)
 SNAP_2014 = "http://snap.stanford.edu/data/amazon/productGraph/categoryFiles"
 AMAZON_2014_PAGE = "https://jmcauley.ucsd.edu/data/amazon/index_2014.html"
 
 
 class DatasetMissingError(FileNotFoundError):
     """No usable files for a dataset; the message names the files and how to get them."""
+
+
+class DatasetChangedError(IntegrityError):
+    """A fetched dataset file no longer matches the checksum recorded when it was fetched."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,8 @@ class FileDataset:
 
     def find(self, root: Path, fetch_missing: bool = True) -> Located:
         located = self.locate(root)
+        if located is not None:
+            located = self._unchanged_since_fetch(root, located, fetch_missing)
         if located is None and self.auto_fetch and fetch_missing:
             try:
                 fetching.fetch_files(self.name, self.fetch_plan, root)
@@ -231,6 +242,22 @@ class FileDataset:
         if located is None:
             raise DatasetMissingError(self.missing_message(root))
         return located
+
+    def _unchanged_since_fetch(self, root: Path, located: Located, fetch_missing: bool) -> Located | None:
+        """``located`` if its files match ``FETCHED.json``. Changed files of a dataset that is
+        fetched automatically are moved aside (``<name>.changed-<time>``) and None is returned
+        (fetch again); otherwise DatasetChangedError names them."""
+        problems = fetching.changed_since_fetch(self.folder(root), located.paths)
+        if not problems:
+            return located
+        if not (self.auto_fetch and fetch_missing):
+            how = f"bench data fetch {self.name}" if self.fetch_plan else "a fresh copy of the file"
+            raise DatasetChangedError("\n".join(problems.values()) + f"\nreplace it with {how}")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        for path in problems:
+            path.rename(path.with_name(f"{path.name}.changed-{stamp}"))
+        log.warning("dataset '%s': %s; moved aside, fetching it again", self.name, "; ".join(problems.values()))
+        return None
 
     def load(self, cfg) -> Interactions:
         root = data_root(cfg.root)

@@ -102,6 +102,11 @@ class IndexBatchSampler(Sampler):
     def __len__(self) -> int:
         return (self.n + self.batch_size - 1) // self.batch_size
 
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle the next pass as epoch ``epoch`` (Lightning calls this before every training
+        epoch, so a fit resumed from a checkpoint continues the same sequence of orders)."""
+        self.epoch = epoch
+
 
 class SeqDataModule(pl.LightningDataModule):
     """Serves a ``SplitData`` to a backbone.

@@ -17,7 +17,6 @@ and :func:`pip_download` with local fakes (no network).
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -32,6 +31,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from benchmark.integrity import file_record, record_problem, sha256_of
+
 # Digests of files whose content is fixed (file name -> sha256 hex).
 KNOWN_SHA256: dict[str, str] = {
     "recbole-1.2.1-py3-none-any.whl": "9c9948202011f37eb0a7c6768129313f00d6403ad221ec940d5e2d5d5f33a407",
@@ -43,14 +44,6 @@ MANIFEST = "FETCHED.json"
 
 class FetchError(RuntimeError):
     """A download or extraction failed; the message says what to do instead."""
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_sha256(path: Path, expected: str | None = None) -> str:
@@ -208,6 +201,21 @@ def _write_manifest(target: Path, alternative: tuple, files: list[Path]) -> None
     record = {
         "fetched_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "sources": [step.describe() for step in alternative],
-        "files": {p.name: {"sha256": sha256_of(p), "bytes": p.stat().st_size} for p in files},
+        "files": {p.name: file_record(p) for p in files},
     }
     (target / MANIFEST).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def changed_since_fetch(folder: Path, paths) -> dict[Path, str]:
+    """``{file: problem}`` for each of ``paths`` (None entries ignored) that ``folder/FETCHED.json``
+    lists and that no longer matches its recorded size and sha256 (an unreadable FETCHED.json is
+    itself the file with the problem). Files placed by hand (not listed) are not checked."""
+    manifest_path = folder / MANIFEST
+    if not manifest_path.exists():
+        return {}
+    try:
+        listed = json.loads(manifest_path.read_text()).get("files", {})
+    except (UnicodeDecodeError, ValueError, AttributeError) as exc:
+        return {manifest_path: f"{manifest_path}: unreadable ({exc})"}
+    problems = {p: record_problem(p, listed[p.name], manifest_path) for p in paths if p is not None and p.name in listed}
+    return {p: problem for p, problem in problems.items() if problem is not None}

@@ -6,6 +6,7 @@ Layout, one directory per encoder id under the cache root (default
     <slug>-<sha1(encoder_id)[:16]>/
         encoder.json               {"encoder_id": ..., "dim": ...}
         <shard>.vecs.npy           [m, dim] float32 (or float16), memory-mapped on read
+        <shard>.sum.json           {"encoder_id": ..., "vecs": {"sha256", "bytes"}, "keys": {...}}
         <shard>.keys.npy           [m] S40, hex SHA-1 of each text (UTF-8)
 
 Every encode call appends shards (one per chunk of ``chunk_size`` new texts) and never
@@ -15,22 +16,32 @@ leaves either a complete shard or files the reader ignores (temporaries, a vecto
 no keys). Finished chunks are kept: rerunning encodes only what is still missing. Several
 processes may write the same directory (shard names are unique; a text stored twice is
 harmless).
+
+Reading a shard checks both files against the checksums and the encoder id in its
+``.sum.json`` (shards written before checksums only for readable, consistent shapes). A shard
+that fails is deleted with a warning line and its texts are encoded again: the cache rebuilds
+itself and never serves corrupted vectors. An unreadable ``encoder.json``, or one naming
+another encoder, empties the directory the same way.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
+import shutil
 import time
 import uuid
-import warnings
 from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.config import ConfigError, cache_dir
+from benchmark.integrity import atomic_write_bytes, atomic_write_text, bytes_record, npy_bytes, record_problem
+
+log = logging.getLogger(__name__)
 
 KEY_DTYPE = "S40"
 STORE_DTYPES = ("float32", "float16")
@@ -48,17 +59,8 @@ def encoder_directory(cache_root: str | Path, encoder_id: str) -> Path:
     return Path(cache_root) / f"{slug}-{hashlib.sha1(encoder_id.encode()).hexdigest()[:16]}"
 
 
-def _atomic_save(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
-    try:
-        with open(tmp, "wb") as handle:
-            np.save(handle, array, allow_pickle=False)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+class ShardError(Exception):
+    """A committed shard that must not be used (message: why)."""
 
 
 class CachedEncoder:
@@ -108,39 +110,73 @@ class CachedEncoder:
 
     # ------------------------------------------------------------------ store
     def _read_meta(self) -> None:
+        """Take ``dim`` from ``encoder.json``; a file that is unreadable or names another
+        encoder makes every vector in the directory suspect: it is emptied (rebuilt)."""
         meta_path = self.directory / "encoder.json"
         if not meta_path.exists():
             return
         try:
             meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"{meta_path}: unreadable text-cache metadata ({exc}); delete the directory to rebuild") from exc
-        if meta.get("encoder_id") != self.encoder_id:
-            raise ConfigError(
-                f"{meta_path}: holds vectors of encoder '{meta.get('encoder_id')}', expected '{self.encoder_id}'"
-            )
-        self._dim = int(meta["dim"])
+            if meta.get("encoder_id") != self.encoder_id:
+                raise ValueError(f"it names encoder '{meta.get('encoder_id')}', expected '{self.encoder_id}'")
+            self._dim = int(meta["dim"])
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError, AttributeError) as exc:
+            log.warning("%s: unusable text-cache metadata (%s); removing the directory's vectors to rebuild them",
+                        meta_path, exc)
+            shutil.rmtree(self.directory)
 
     def _write_meta(self, dim: int) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         meta_path = self.directory / "encoder.json"
-        if meta_path.exists():
-            return
-        tmp = meta_path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-encoder.json")
-        tmp.write_text(json.dumps({"encoder_id": self.encoder_id, "dim": dim}, indent=1))
-        os.replace(tmp, meta_path)
+        if not meta_path.exists():
+            atomic_write_text(meta_path, json.dumps({"encoder_id": self.encoder_id, "dim": dim}, indent=1))
 
     def _sweep(self) -> None:
-        """Remove temporaries and orphan vector files left by runs killed over a day ago."""
+        """Remove temporaries and uncommitted shard files (no keys file) left by runs killed
+        over a day ago."""
         if not self.directory.exists():
             return
         now = time.time()
         for path in self.directory.iterdir():
-            orphan = path.name.endswith(".vecs.npy") and not path.with_name(
-                path.name.replace(".vecs.npy", ".keys.npy")
-            ).exists()
+            stem = next((path.name[: -len(s)] for s in (".vecs.npy", ".sum.json") if path.name.endswith(s)), None)
+            orphan = stem is not None and not (self.directory / f"{stem}.keys.npy").exists()
             if (path.name.startswith(".tmp-") or orphan) and now - path.stat().st_mtime > _STALE_SECONDS:
                 path.unlink(missing_ok=True)
+
+    def _read_shard(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Keys ``[m]`` and memory-mapped vectors ``[m, dim]`` of a committed shard, checked
+        against its ``.sum.json`` (checksums, encoder id) and for consistent shapes; raises
+        ShardError saying what is wrong."""
+        keys_path, vecs_path = self.directory / f"{name}.keys.npy", self.directory / f"{name}.vecs.npy"
+        sum_path = self.directory / f"{name}.sum.json"
+        if sum_path.exists():
+            try:
+                sums = json.loads(sum_path.read_text())
+                records = {"keys": (keys_path, sums["keys"]), "vecs": (vecs_path, sums["vecs"])}
+                encoder_id = sums["encoder_id"]
+            except (OSError, UnicodeDecodeError, ValueError, TypeError, KeyError) as exc:
+                raise ShardError(f"{sum_path}: unreadable checksum file ({exc})") from exc
+            if encoder_id != self.encoder_id:
+                raise ShardError(f"{sum_path}: written by encoder '{encoder_id}', expected '{self.encoder_id}'")
+            for path, record in records.values():
+                problem = record_problem(path, record, sum_path)
+                if problem is not None:
+                    raise ShardError(problem)
+        try:
+            keys = np.load(keys_path, allow_pickle=False)
+            vecs = np.load(vecs_path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise ShardError(f"{keys_path}: unreadable shard ({exc})") from exc
+        if keys.ndim != 1 or vecs.ndim != 2 or len(keys) != len(vecs) or (self._dim and vecs.shape[1] != self._dim):
+            raise ShardError(f"{keys_path}: shard shapes keys {keys.shape} / vectors {vecs.shape} do not match "
+                             f"(dim {self._dim})")
+        return keys, vecs
+
+    def _drop_shard(self, name: str, reason: str) -> None:
+        """Delete a bad shard (keys first: it stops being committed) so its texts are encoded again."""
+        log.warning("%s; deleted the shard, its texts will be encoded again", reason)
+        for suffix in (".keys.npy", ".vecs.npy", ".sum.json"):
+            (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
 
     def refresh(self) -> None:
         """Index shards written since the last look (by this or another process)."""
@@ -152,19 +188,10 @@ class CachedEncoder:
             name = keys_path.name[: -len(".keys.npy")]
             if name in known or name.startswith(".tmp-"):
                 continue
-            vecs_path = self.directory / f"{name}.vecs.npy"
             try:
-                keys = np.load(keys_path, allow_pickle=False)
-                vecs = np.load(vecs_path, mmap_mode="r", allow_pickle=False)
-            except (OSError, ValueError) as exc:
-                warnings.warn(f"{keys_path}: unreadable text-cache shard skipped ({exc})", stacklevel=2)
-                continue
-            if keys.ndim != 1 or vecs.ndim != 2 or len(keys) != len(vecs) or (self._dim and vecs.shape[1] != self._dim):
-                warnings.warn(
-                    f"{keys_path}: shard shapes keys {keys.shape} / vectors {vecs.shape} do not match "
-                    f"(dim {self._dim}); skipped",
-                    stacklevel=2,
-                )
+                keys, vecs = self._read_shard(name)
+            except ShardError as exc:
+                self._drop_shard(name, str(exc))
                 continue
             shard = len(self._shards)
             self._shards.append(name)
@@ -178,11 +205,14 @@ class CachedEncoder:
             self._keys, self._where = keys[order], where[order]
 
     def _store(self, keys: np.ndarray, vectors: np.ndarray) -> None:
-        """Write one shard: vectors first, keys last (the commit mark)."""
+        """Write one shard: vectors, then their checksums, then keys (the commit mark)."""
         self._write_meta(vectors.shape[1])
         name = f"{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        _atomic_save(self.directory / f"{name}.vecs.npy", vectors)
-        _atomic_save(self.directory / f"{name}.keys.npy", keys)
+        vecs, keys = npy_bytes(vectors), npy_bytes(keys)
+        sums = {"encoder_id": self.encoder_id, "vecs": bytes_record(vecs), "keys": bytes_record(keys)}
+        atomic_write_bytes(self.directory / f"{name}.vecs.npy", vecs)
+        atomic_write_text(self.directory / f"{name}.sum.json", json.dumps(sums, indent=1))
+        atomic_write_bytes(self.directory / f"{name}.keys.npy", keys)
 
     def __len__(self) -> int:
         """Number of stored vectors (after ``refresh``)."""

@@ -37,6 +37,7 @@ import numpy as np
 
 from benchmark.config import ConfigError, cache_dir
 from benchmark.data.sequences import DenoisedSequences, Sequences
+from benchmark.integrity import npy_array, npy_bytes, read_checked, write_checked
 from benchmark.registry import DENOISERS
 from denoisers.base import Denoiser
 from denoisers.llm4dsr import data as D
@@ -227,8 +228,9 @@ class LLM4DSR(Denoiser):
         prefix = D.scoring_prefix(c.quote)
         prompts = [D.prompt(x, prefix) for x in D.input_texts(units, seqs.items, self.resources.item_text)]
         path = self._cache_root() / "scores" / f"{_digest(self.adapter_id, prompts, c.dtype)}.npy"
-        if c.cache and path.exists():
-            return np.load(path)
+        cached = read_checked(path) if c.cache else None
+        if cached is not None:
+            return npy_array(cached)
         memo = self._memo.setdefault("scores", {})
         missing = np.array([u for u, p in enumerate(prompts) if p not in memo], dtype=np.int64)
         if len(missing):
@@ -241,10 +243,7 @@ class LLM4DSR(Denoiser):
             self._time("score", t0)
         scores = np.concatenate([memo[p] for p in prompts]) if prompts else np.zeros(0, np.float32)
         if c.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.tmp.npy")
-            np.save(tmp, scores)
-            tmp.replace(path)
+            write_checked(path, npy_bytes(scores), {"adapter": self.adapter_id, "dtype": c.dtype, "prompts": len(prompts)})
         return scores
 
     def suggest(self, units: D.Units, seqs: Sequences, entries: np.ndarray) -> list[str]:
@@ -258,8 +257,9 @@ class LLM4DSR(Denoiser):
         prompts = [D.prompt(inputs[u], D.suggestion_prefix(titles[i], c.quote))
                    for u, i in zip(unit_of.tolist(), noise_items.tolist())]
         path = self._cache_root() / "suggestions" / f"{_digest(self.adapter_id, prompts, c.max_new_tokens, c.dtype)}.json"
-        if c.cache and path.exists():
-            return json.loads(path.read_text())
+        cached = read_checked(path) if c.cache else None
+        if cached is not None:
+            return json.loads(cached)
         memo = self._memo.setdefault("suggestions", {})
         missing = sorted({p for p in prompts if p not in memo})
         if missing:
@@ -270,8 +270,8 @@ class LLM4DSR(Denoiser):
             self.stats["generated"] = self.stats.get("generated", 0) + len(missing)
         out = [memo[p] for p in prompts]
         if c.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(out))
+            write_checked(path, json.dumps(out).encode("utf-8"),
+                          {"adapter": self.adapter_id, "dtype": c.dtype, "max_new_tokens": c.max_new_tokens})
         return out
 
     def ground(self, suggestions: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -291,16 +291,16 @@ class LLM4DSR(Denoiser):
 
     def _llm_item_table(self, embed) -> np.ndarray:
         path = self._cache_root() / "llm_items" / f"{_digest(self.adapter_id.split('/')[0], self.resources.item_text)}.npy"
-        if self.cfg.cache and path.exists():
-            return np.load(path)
+        cached = read_checked(path) if self.cfg.cache else None
+        if cached is not None:
+            return npy_array(cached)
         titles = self.resources.item_text
         rows = [i for i, t in enumerate(titles) if t and i > 0]
         vecs = embed([titles[i] for i in rows])
         table = np.full((len(titles), vecs.shape[1]), 1e6, np.float32)  # untitled rows: far away
         table[rows] = vecs
         if self.cfg.cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, table)
+            write_checked(path, npy_bytes(table), {"model": self.adapter_id.split("/")[0], "items": len(titles)})
         return table
 
     def rewrite(self, seqs: Sequences, units: D.Units, q: float, b: int, stage: str) -> DenoisedSequences:

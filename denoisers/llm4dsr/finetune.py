@@ -9,18 +9,26 @@ reference) or the answer only (``train_on_prompt: false``). AdamW, linear warm-u
 Resumable: after every epoch the LoRA weights, optimiser, scheduler and RNG state are written
 atomically to ``<run_dir>/checkpoint.pt``; a later call with the same ``run_dir`` continues
 after the last finished epoch. The finished adapter is saved with ``save_pretrained`` in
-``<run_dir>/adapter`` together with a ``DONE`` marker.
+``<run_dir>/adapter`` with a ``MANIFEST.json`` (checksums of its files, the settings), then a
+``DONE`` marker; an adapter whose files no longer match is removed and saved again from the
+checkpoint (:func:`is_finished`).
 """
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
-from dataclasses import dataclass, field
+import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmark.integrity import MANIFEST, IntegrityError, read_manifest, verify_files, write_manifest
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -105,7 +113,7 @@ def finetune_lora(model, tokenizer, prompts: list[str], answers: list[str], sett
     start = 0
     ckpt = run_dir / "checkpoint.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)  # tensors and plain values only
         set_peft_model_state_dict(peft_model, state["lora"])
         optim.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -148,7 +156,10 @@ def finetune_lora(model, tokenizer, prompts: list[str], answers: list[str], sett
             peft_model.eval()
             return peft_model, history
     peft_model.eval()
-    peft_model.save_pretrained(str(run_dir / "adapter"))
+    adapter = run_dir / "adapter"
+    peft_model.save_pretrained(str(adapter))
+    files = sorted(str(p.relative_to(adapter)) for p in adapter.rglob("*") if p.is_file() and p.name != MANIFEST)
+    write_manifest(adapter, files, {"settings": asdict(settings), "examples": n})
     (run_dir / "DONE").write_text(json.dumps({"epochs": settings.epochs, "examples": n}))
     return peft_model, history
 
@@ -163,4 +174,19 @@ def load_adapter(model, run_dir: Path):
 
 
 def is_finished(run_dir: Path) -> bool:
-    return (run_dir / "DONE").exists() and (run_dir / "adapter").exists()
+    """True when ``run_dir`` holds a finished adapter that matches its manifest (adapters saved
+    before manifests existed are not checked). A changed adapter is removed, with a warning
+    line, and False returned: ``finetune_lora`` then saves it again from ``checkpoint.pt``."""
+    adapter = run_dir / "adapter"
+    if not ((run_dir / "DONE").exists() and adapter.exists()):
+        return False
+    try:
+        manifest = read_manifest(adapter)
+        if manifest is not None:
+            verify_files(adapter, manifest)
+    except IntegrityError as exc:
+        _log.warning("%s; removing the LoRA adapter to save it again", str(exc).replace("\n", "; "))
+        shutil.rmtree(adapter)
+        (run_dir / "DONE").unlink()
+        return False
+    return True
