@@ -84,7 +84,7 @@ def test_window_preset_run_records_its_preset_and_reports_at_20_and_50(tmp_path)
     from benchmark.store import result_row
 
     cfg = compose("sasrec", "none", "synthetic", profile="smoke", protocol="llm4dsr-paper",
-                  overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30"])
+                  overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=60"])  # K=50 needs > 50 items
     result = execute(cfg, runs_dir=tmp_path)
     assert result.protocol["preset"] == "llm4dsr-paper" and result.protocol["split"].startswith("window")
     assert {"ndcg@20", "ndcg@50", "hr@50"} <= set(result.test)
