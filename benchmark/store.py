@@ -148,7 +148,9 @@ class ResultStore:
         final = self.path(rid)
         tmp = self.directory / f".{rid}.parquet.tmp-{os.getpid()}"
         try:
-            pl.DataFrame([row], infer_schema_length=None).write_parquet(tmp)
+            # no column statistics: a one-row file gains nothing from them, and they are a third of
+            # its size (the store is committed beside the leaderboards made from it)
+            pl.DataFrame([row], infer_schema_length=None).write_parquet(tmp, statistics=False)
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, final)
