@@ -84,6 +84,9 @@ class TrainConfig:
     precision: str = "32-true"
     accelerator: str = "auto"
     devices: Any = 1
+    # Lightning strategy: "auto", or "ddp_spawn" / "ddp" for several processes (each rank trains
+    # on its share of the batches; evaluation counts every user exactly once)
+    strategy: str = "auto"
     gradient_clip: float = 0.0
     monitor: str = "valid/ndcg@10"
     limit_train_batches: Any = 1.0
@@ -307,7 +310,7 @@ def to_dict(cfg: DictConfig) -> dict:
 _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
-OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL}
+OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL, ("train", "strategy"): "auto"}
 
 
 def added_key_defaults() -> dict:

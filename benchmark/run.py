@@ -302,6 +302,11 @@ def train_and_test(
     ``item_buckets`` (item id -> popularity bucket, ``[n_items + 1]``) adds per-bucket test
     metrics. Returns (model, best valid metrics, test metrics, optimistic test metrics,
     recorder, fit seconds)."""
+    from benchmark.distributed import (check_denoiser_supports_processes, load_tested_weights, process_count,
+                                       recover_after_spawn)
+
+    strategy = str(cfg.train.strategy)
+    check_denoiser_supports_processes(denoiser, process_count(cfg.train.devices, strategy))
     model, dm = build_model_and_data(cfg, split, backbone_name, denoiser)
     if item_buckets is not None:
         model.set_item_buckets(item_buckets)
@@ -325,6 +330,8 @@ def train_and_test(
         min_epochs=int(cfg.train.min_epochs),
         accelerator=cfg.train.accelerator,
         devices=cfg.train.devices,
+        strategy=strategy,
+        use_distributed_sampler=False,  # the datamodule shares batches among ranks without padding
         precision=cfg.train.precision,
         callbacks=callbacks,
         logger=_make_loggers(cfg, out_dir, rid) if backbone_name == cfg.backbone.name else False,
@@ -340,9 +347,11 @@ def train_and_test(
     # weights_only=True: tensors and plain Python values only (our own files; nothing is unpickled)
     trainer.fit(model, datamodule=dm, ckpt_path=_resume_checkpoint(ckpt_dir) if resume else None, weights_only=True)
     fit_seconds = time.perf_counter() - t0
+    recover_after_spawn(strategy, recorder, ckpt_dir / LAST_CHECKPOINT)
     best = best_checkpoint.best_model_path
     ckpt = best if best and Path(best).exists() else None
     trainer.test(model, datamodule=dm, ckpt_path=ckpt, verbose=False, weights_only=True)
+    load_tested_weights(strategy, model, ckpt)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     test_opt = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test_optimistic/")}
@@ -399,9 +408,13 @@ def check_sections(cfg: DictConfig) -> None:
     """The dataset, backbone and denoiser names and the backbone and denoiser sections' keys, types
     and ranges, checked before any data is built (the classes' own checks of combinations run when
     they are constructed)."""
+    from benchmark.distributed import check_denoiser_supports_processes, process_count
+
     DATASETS.get(cfg.dataset.name)
     BACKBONES.get(cfg.backbone.name).parse_config(to_dict(cfg.backbone))
-    DENOISERS.get(cfg.denoiser.name).parse_config(to_dict(cfg.denoiser))
+    denoiser_cls = DENOISERS.get(cfg.denoiser.name)
+    denoiser_cls.check_encoder_names(denoiser_cls.parse_config(to_dict(cfg.denoiser)))
+    check_denoiser_supports_processes(denoiser_cls, process_count(cfg.train.devices, str(cfg.train.strategy)))
 
 
 def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False,
@@ -513,6 +526,9 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         split = split.with_train(decisions.apply(), denoised_by=cfg.denoiser.name)
         split = denoise_eval_histories(denoiser.denoise_eval, split, out_dir / "denoised", made_by)
         train_denoiser = make_denoiser({"name": "none"}, resources)
+        # the backbone starts from the run's seed whether the method's work was computed now
+        # (LLM4DSR's fine-tuning draws random numbers) or read from its cache
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         mode = f"transfer from {denoiser.default_native}"
         native, _, _, _, native_recorder, _ = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir,

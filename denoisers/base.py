@@ -86,6 +86,9 @@ class Denoiser(nn.Module):
     # True when the training hooks work on batches narrower than max_len (the datamodule then
     # trims all-padding leading slots); hooks that keep [n, max_len] state by slot must say False.
     accepts_trimmed_batches: ClassVar[bool] = False
+    # Config fields that name a text encoder ('' = the run's default): checked against the
+    # registered encoders and configs/text presets before any data is read.
+    encoder_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: Any = None, resources: "Resources | None" = None) -> None:
         super().__init__()
@@ -97,6 +100,16 @@ class Denoiser(nn.Module):
         """The run's ``denoiser`` section validated into a ``cls.Config`` (ConfigError naming the key)."""
         name = section.get("name", getattr(cls, "registry_name", cls.__name__))
         return validate_section(section, cls.Config, f"denoiser '{name}'", key_prefix="denoiser")
+
+    @classmethod
+    def check_encoder_names(cls, cfg) -> None:
+        """ConfigError naming the valid encoders if a field of ``encoder_fields`` names none."""
+        from benchmark.text.base import resolve_encoder
+
+        for field_name in cls.encoder_fields:
+            name = getattr(cfg, field_name, "")
+            if name:
+                resolve_encoder(str(name))
 
     @classmethod
     def from_config(cls, section: dict, resources: "Resources | None") -> "Denoiser":

@@ -95,6 +95,7 @@ class IADSR(Denoiser):
 
     Config = IADSRConfig
     requires = frozenset({"item_text", "text_embeddings"})
+    encoder_fields = ("text_encoder",)
     level = "train"
     accepts_trimmed_batches = True
 

@@ -237,6 +237,7 @@ class SAID(Denoiser):
 
     Config = SAIDConfig
     requires = frozenset({"item_text", "text_embeddings"})
+    encoder_fields = ("encoder",)
     level = "train"
     accepts_trimmed_batches = True
 

@@ -81,6 +81,7 @@ class SemanticOutlier(Denoiser):
 
     Config = SemanticOutlierConfig
     requires = frozenset({"item_text", "text_embeddings"})
+    encoder_fields = ("encoder",)
     level = "data"
 
     def __init__(self, cfg=None, resources=None) -> None:

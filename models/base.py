@@ -277,6 +277,21 @@ class SequentialRecommender(pl.LightningModule):
             scores = mask_history(scores, batch["items"], batch["targets"])
         return scores
 
+    def _eval_metrics(self, stage: str) -> list:
+        if stage == "valid":
+            return [self.valid_metrics]
+        return [m for m in (self.test_metrics, self.test_metrics_optimistic, self.test_bucket_metrics) if m is not None]
+
+    def on_validation_epoch_start(self) -> None:
+        # fresh state tensors in this process: a spawned DDP worker receives the metrics' states
+        # in memory shared with the other workers, whose updates would then add up twice
+        for metric in self._eval_metrics("valid"):
+            metric.reset()
+
+    def on_test_epoch_start(self) -> None:
+        for metric in self._eval_metrics("test"):
+            metric.reset()
+
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         self.valid_metrics.update(self._eval_scores(batch, "valid"), batch["targets"])
 

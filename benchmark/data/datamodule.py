@@ -66,41 +66,60 @@ class IndexBatchSampler(Sampler):
 
     With ``lengths`` and ``bucket > 1``, each run of ``bucket`` consecutive batches of the
     shuffled order is re-cut after sorting by length, and the batch order is shuffled again:
-    batches hold similar lengths (cheap after padding trimming) yet stay random."""
+    batches hold similar lengths (cheap after padding trimming) yet stay random.
+
+    Under several processes (``world > 1``, rank ``rank``) every rank builds the same batch list
+    and takes every ``world``-th batch. Evaluation shares are disjoint and cover every instance
+    once (ranks may get one batch more or less: metrics are sums reduced at epoch end, no
+    per-step collective). Training shares have equal lengths (gradient all-reduce needs the same
+    number of steps on every rank): the list wraps around to a multiple of ``world``, so a few
+    batches of the epoch are seen twice, never dropped."""
 
     def __init__(self, n: int, batch_size: int, shuffle: bool, seed: int,
-                 lengths: np.ndarray | None = None, bucket: int = 0) -> None:
+                 lengths: np.ndarray | None = None, bucket: int = 0, rank: int = 0, world: int = 1) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} outside a world of {world} processes")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.lengths = torch.as_tensor(lengths) if lengths is not None else None
         self.bucket = bucket
+        self.rank, self.world = rank, world
         self.epoch = 0
 
-    def __iter__(self):
+    def _batches(self) -> list[torch.Tensor]:
         if not self.shuffle:
             # evaluation: with lengths, batches of similar length (metrics are order-free sums),
             # so trimmed batches stay narrow
             order = torch.arange(self.n) if self.lengths is None else torch.argsort(self.lengths, stable=True)
-            for start in range(0, self.n, self.batch_size):
-                yield order[start : start + self.batch_size]
-            return
+            return list(order.split(self.batch_size))
         g = torch.Generator().manual_seed(self.seed + self.epoch)
         self.epoch += 1
         order = torch.randperm(self.n, generator=g)
         if self.lengths is None or self.bucket <= 1:
-            for start in range(0, self.n, self.batch_size):
-                yield order[start : start + self.batch_size]
-            return
+            return list(order.split(self.batch_size))
         span = self.batch_size * self.bucket
         batches = []
         for start in range(0, self.n, span):  # one iteration per bucket of batches, not per user
             chunk = order[start : start + span]
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches.extend(chunk.split(self.batch_size))
-        for i in torch.randperm(len(batches), generator=g).tolist():
-            yield batches[i]
+        return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+    def __iter__(self):
+        batches = self._batches()
+        if self.world > 1:
+            if self.shuffle and batches:
+                short = -len(batches) % self.world
+                batches = batches + batches[:short]
+            batches = batches[self.rank :: self.world]
+        yield from batches
 
     def __len__(self) -> int:
-        return (self.n + self.batch_size - 1) // self.batch_size
+        total = (self.n + self.batch_size - 1) // self.batch_size
+        if self.world == 1:
+            return total
+        if self.shuffle:
+            return -(-total // self.world)
+        return len(range(self.rank, total, self.world))
 
     def set_epoch(self, epoch: int) -> None:
         """Shuffle the next pass as epoch ``epoch`` (Lightning calls this before every training
@@ -163,13 +182,22 @@ class SeqDataModule(pl.LightningDataModule):
             return int((self.train_arrays["items"] > 0).sum())
         return int((self.train_arrays["targets"] > 0).sum())
 
+    def _process_share(self) -> tuple[int, int]:
+        """(rank, number of processes) of the trainer this datamodule serves; (0, 1) without one."""
+        trainer = self.trainer
+        if trainer is None:
+            return 0, 1
+        return int(trainer.global_rank), int(trainer.world_size)
+
     def _loader(self, arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool) -> DataLoader:
         data = TensorBatches(arrays, self.trim_padding)
         # lengths drive bucketing (training) and length-sorted evaluation batches
         lengths = data.occupied.numpy() if data.occupied is not None else None
+        rank, world = self._process_share()
         return DataLoader(
             data,
-            sampler=IndexBatchSampler(len(data), batch_size, shuffle, self.seed, lengths, self.bucket_batches),
+            sampler=IndexBatchSampler(len(data), batch_size, shuffle, self.seed, lengths, self.bucket_batches,
+                                      rank, world),
             batch_size=None,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

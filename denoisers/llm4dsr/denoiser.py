@@ -121,6 +121,7 @@ class LLM4DSR(Denoiser):
 
     Config = LLM4DSRConfig
     requires = frozenset({"item_text", "text_embeddings", "llm_weights"})
+    encoder_fields = ("grounding_encoder",)
     level = "data"
 
     def __init__(self, cfg=None, resources=None) -> None:
