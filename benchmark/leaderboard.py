@@ -17,6 +17,7 @@ from pathlib import Path
 from benchmark.figures import write_figures
 from benchmark.paper_numbers import (HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS, PaperResult,
                                      results_for)
+from benchmark.findings import findings_lines
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, build_sections, chosen_on_validation,
                                 dump, fmt_value, mean_std, metric_stat, representative_variants)
@@ -451,6 +452,7 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], d
         links = ", ".join(f"[{name}]({name})" for name in detection)
         lines += [f"Noise detection without training: {links} (written by `bench detect`, not from the store; "
                   "each names its command).", ""]
+    lines += findings_lines(by_dataset)
     return "\n".join(lines)
 
 

@@ -90,10 +90,11 @@ def time_full_ranking(model, dm) -> tuple[float, int]:
     model.eval()
     start = time.perf_counter()
     n = 0
-    for batch in dm.test_dataloader():
-        scores = model._eval_scores(batch, "test")
-        target_ranks(scores, batch["targets"])
-        n += len(batch["targets"])
+    with torch.inference_mode():  # as in Lightning's test loop: no autograd graph
+        for batch in dm.test_dataloader():
+            scores = model._eval_scores(batch, "test")
+            target_ranks(scores, batch["targets"])
+            n += len(batch["targets"])
     return time.perf_counter() - start, n
 
 

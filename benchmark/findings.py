@@ -1,0 +1,124 @@
+"""The leaderboards' findings in plain words, generated from the same sections as the tables.
+
+For every dataset, noise setting and backbone of the ``benchmark`` preset: which denoisers raise
+or lower test NDCG@10 against the backbone's plain row, by how much, whether a paired t-test over
+the shared seeds says p < 0.05, and what a training epoch costs against the plain one. Where a
+backbone and denoiser ran with several settings, only the one chosen on validation speaks (as in
+the tables). Nothing here is written by hand: the sentences change when the store does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from benchmark.protocols import DEFAULT_PROTOCOL
+from benchmark.sections import Section, Stat, Variant, baseline_of, mean_std, metric_stat, representative_variants
+
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Verdict:
+    variant: Variant
+    stat: Stat
+    cost: float | None  # seconds per epoch over the plain backbone's
+
+    @property
+    def tested(self) -> bool:
+        return self.stat.p is not None
+
+    @property
+    def significant(self) -> bool:
+        return self.tested and self.stat.p < SIGNIFICANCE
+
+    def phrase(self) -> str:
+        """``said-hard +14.1% (p = 0.003)``, ``steam +0.5% (n.s.)``, ``fmlp +3.0% (1 seed)``."""
+        if self.significant:
+            evidence = f"p = {self.stat.p:.3f}"
+        elif self.tested:
+            evidence = "n.s."
+        else:
+            evidence = f"{self.stat.n} seed{'s' if self.stat.n != 1 else ''}, untested"
+        mode = self.variant.mode
+        detail = [evidence] + ([mode] if mode not in ("plain", "joint") else [])
+        if self.cost is not None:
+            detail.append(f"epoch ×{self.cost:.2f}")
+        return f"{self.variant.label} {self.stat.gain:+.1%} ({'; '.join(detail)})"
+
+
+def _metric(section: Section) -> str:
+    ks = section.ks
+    return f"ndcg@{10 if 10 in ks else ks[0]}"
+
+
+def _epoch_cost(variant: Variant, base: Variant) -> float | None:
+    def seconds(v: Variant) -> float | None:
+        vals = v.values("epoch_seconds_mean")
+        return mean_std([vals[s] for s in sorted(vals)])[0] if vals else None
+
+    mine, plain = seconds(variant), seconds(base)
+    return mine / plain if mine is not None and plain else None
+
+
+def verdicts(section: Section) -> dict[str, list[Verdict]]:
+    """Backbone -> the verdicts of its denoiser rows (best gain first)."""
+    column = f"test_{_metric(section)}"
+    out: dict[str, list[Verdict]] = {}
+    for variant in representative_variants(section):
+        base = baseline_of(variant, section)
+        if base is None:
+            continue
+        stat = metric_stat(variant, column, base)
+        if stat.gain is None:
+            continue
+        out.setdefault(variant.backbone, []).append(Verdict(variant, stat, _epoch_cost(variant, base)))
+    for rows in out.values():
+        rows.sort(key=lambda v: (-v.stat.gain, v.variant.label))
+    return out
+
+
+def _backbone_line(section: Section, backbone: str, rows: list[Verdict]) -> str:
+    metric = _metric(section)
+    base = baseline_of(rows[0].variant, section)
+    plain = mean_std(list(base.values(f"test_{metric}").values()))[0] if base else None
+    better = [v for v in rows if v.stat.gain > 0]
+    worse = [v for v in rows if v.stat.gain <= 0]
+    wins = [v for v in better if v.significant]
+    head = (f"- **{section.dataset}, {section.noise}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
+            f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}): ")
+    if wins:
+        verdict = f"{len(wins)} of {len(rows)} denoisers are significantly better."
+    else:
+        verdict = f"none of {len(rows)} denoisers is significantly better."
+    parts = [head + verdict]
+    if better:
+        parts.append("Higher: " + ", ".join(v.phrase() for v in better) + ".")
+    if worse:
+        parts.append("Lower: " + ", ".join(v.phrase() for v in worse) + ".")
+    return " ".join(parts)
+
+
+def findings_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
+    """The index's "Findings" section (empty when no section has a denoiser beside its plain row)."""
+    lines: list[str] = []
+    counts = {"better": 0, "worse": 0, "neither": 0, "untested": 0}
+    for dataset in sorted(by_dataset):
+        for section in by_dataset[dataset]:
+            if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
+                continue
+            for backbone, rows in sorted(verdicts(section).items()):
+                lines.append(_backbone_line(section, backbone, rows))
+                for v in rows:
+                    key = ("better" if v.stat.gain > 0 else "worse") if v.significant else (
+                        "neither" if v.tested else "untested")
+                    counts[key] += 1
+    if not lines:
+        return []
+    total = sum(counts.values())
+    summary = (f"Of {total} denoiser rows beside a plain backbone, {counts['better']} are significantly better "
+               f"on test NDCG@10, {counts['worse']} significantly worse and {counts['neither']} not distinguishable "
+               f"from the plain backbone; {counts['untested']} have too few shared seeds for a test.")
+    intro = ("Generated from the tables (preset `benchmark`; where a denoiser ran with several settings, the one "
+             "chosen on validation): the relative change of test NDCG@10 against the backbone's plain row, a paired "
+             f"t-test over the shared seeds (p < {SIGNIFICANCE}, else n.s.), the mode when it is not joint "
+             "training, and seconds per training epoch against the plain backbone's.")
+    return ["## Findings", "", intro, "", summary, "", *lines, ""]

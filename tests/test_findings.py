@@ -1,0 +1,48 @@
+"""The leaderboard index's plain-words findings, on the fixture store of test_leaderboard."""
+from __future__ import annotations
+
+from benchmark.findings import findings_lines, verdicts
+from benchmark.leaderboard import write_leaderboards
+from benchmark.sections import build_sections
+from tests.test_leaderboard import build_store
+
+
+def _findings(tmp_path) -> str:
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "## Findings" in text
+    return text.split("## Findings", 1)[1]
+
+
+def test_a_significant_gain_is_named_with_its_size_p_value_and_epoch_cost(tmp_path):
+    text = _findings(tmp_path)
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    # hsd - none = [0.03, 0.04, 0.02] over 0.11: +27.3%, paired t-test p = 0.035; epochs 2.6 s vs 2.1 s
+    assert "1 of 2 denoisers are significantly better" in line
+    assert "hsd +27.3% (p = 0.035; epoch ×1.24)" in line
+
+
+def test_only_the_setting_chosen_on_validation_speaks_for_a_denoiser(tmp_path):
+    text = _findings(tmp_path)
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    # semantic-outlier ran at ratio 0.05 (valid mean 0.120) and 0.1 (0.1217): only 0.1 is chosen
+    assert "semantic-outlier (ratio=0.1)" in line and "ratio=0.05" not in line
+    assert "n.s.; data" in line  # not significant, and its mode is named
+
+
+def test_the_summary_counts_rows_by_verdict(tmp_path):
+    store = build_store(tmp_path / "store")
+    sections = build_sections(store.frame(status="ok").to_dicts())
+    lines = findings_lines(sections)
+    rows = [v for s in sections["ml-100k"] for vs in verdicts(s).values() for v in vs]
+    # gru4rec clean: hsd (p = 0.035), semantic-outlier (n.s.); sasrec clean: hsd (n.s.);
+    # gru4rec noisy: semantic-outlier ([0.01, 0.01, 0.012] above none: p = 0.004)
+    assert len(rows) == 4 and sum(v.significant for v in rows) == 2
+    summary = lines[4]
+    assert summary.startswith("Of 4 denoiser rows beside a plain backbone, 2 are significantly better")
+    assert "0 significantly worse and 2 not distinguishable" in summary
+
+
+def test_no_findings_without_a_denoiser_beside_a_plain_row():
+    assert findings_lines({}) == []
