@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import Section, Stat, Variant, baseline_of, mean_std, metric_stat, representative_variants
-
-SIGNIFICANCE = 0.05
+from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, mean_std, metric_stat,
+                                 representative_variants)
 
 
 @dataclass

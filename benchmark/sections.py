@@ -120,6 +120,14 @@ def fmt_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def cell_identity(row: dict) -> str:
+    """The configuration a store row ran, minus logging, with keys added since it ran set to their
+    defaults: equal for a failed attempt and a later successful run of the same cell, even when
+    the run id changed with the code's config schema."""
+    cfg = fill_added_keys(flatten(json.loads(row["config_json"])))
+    return dump({k: v for k, v in cfg.items() if not _is_ignored(k)})
+
+
 def build_sections(rows: list[dict]) -> dict[str, list[Section]]:
     """dataset -> sections (sorted: clean first, then by noise label, then by setting)."""
     groups: dict[tuple[str, str, str], dict[str, Variant]] = {}

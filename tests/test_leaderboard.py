@@ -289,3 +289,18 @@ def test_failed_cells_are_listed_once_per_reason_with_their_seeds(tmp_path):
         row["noise_setting"] = "clean"
     table = render_failures(rows)
     assert table[2:] == [f"| sasrec | iadsr | clean | 0, 1, 2 | {msg} |", "| sasrec | said | clean | 0 | FloatingPointError: nan |"]
+
+
+def test_a_failure_whose_cell_later_succeeded_under_another_run_id_is_not_listed(tmp_path):
+    """A cell that failed under older code (its config lacked a key added since, so its run id
+    differs) and then succeeded is not a failed cell; an unrelated failure still is."""
+    store = build_store(tmp_path / "store")
+    stale = config(0.0, "gru4rec", "hsd", None, 1)
+    store.write(failure_row("stale1", stale, "ConfigAttributeError: Key 'protocol' not in 'RunConfig'",
+                            "ConfigAttributeError", grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    page = (tmp_path / "out" / "ml-100k.md").read_text()
+    assert "ConfigAttributeError" not in page
+    assert "FloatingPointError: nan" in page  # failed1 (caser / none) never succeeded
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert "| [ml-100k.md](ml-100k.md) ([csv](ml-100k.csv)) | ml-100k |" in index and "| 1 |" in index
