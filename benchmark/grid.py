@@ -401,8 +401,12 @@ def run_grid(
     executor: str | None = None,
     progress: bool = True,
     echo: Any = None,
+    torch_threads: int = 0,
 ) -> GridSummary:
     """Run every cell not yet in the store; record each outcome as one atomic store file.
+
+    ``torch_threads`` > 0 sets each cell's torch threads (0: all cores for one worker, an equal
+    share for several local workers).
 
     Ctrl-C and SIGTERM stop the grid after recording what finished (``interrupted=True``);
     the next invocation runs only what is missing."""
@@ -422,7 +426,7 @@ def run_grid(
     bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
                desc=grid_name or "grid", dynamic_ncols=True)
     write = echo or bar.write
-    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR) for c in p.todo]
+    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR, torch_threads) for c in p.todo]
 
     stop = threading.Event()
 

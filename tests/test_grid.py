@@ -350,3 +350,29 @@ def test_overrides_may_follow_options_on_the_command_line():
         "train.lr=0.1", "dataset.max_len=32"]
     with pytest.raises(SystemExit):
         parse(parser, ["grid", "g.yaml", "--only", "seed=0", "--no-such-option"])
+
+
+def threads_execute(cfg, runs_dir=None):
+    """A fake executor that logs the torch thread count it runs with, then its run id."""
+    import torch
+
+    from benchmark.config import run_id
+
+    with open(os.environ["FAKE_LOG"], "a") as fh:
+        fh.write(f"threads={torch.get_num_threads()}\n")
+    return _fake_result(cfg, run_id(cfg))
+
+
+def test_threads_option_sets_the_torch_threads_of_every_cell(tmp_path, fake_env):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # what a cell would inherit without the option
+    cells = select(expand(load_grid(write_grid(tmp_path / "g.yaml", GRID))), ["backbone=gru4rec", "seed=0",
+                                                                                "noise=clean", "denoiser=none"])
+    try:
+        run_grid(cells, tmp_path / "store", tmp_path / "runs", grid_name="unit",
+                 executor="tests.test_grid:threads_execute", progress=False, echo=lambda s: None, torch_threads=1)
+    finally:
+        torch.set_num_threads(before)
+    assert fake_env()[0] == "threads=1" and len(fake_env()) == 2  # the thread line, then the run id

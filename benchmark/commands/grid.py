@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--ray-address", default=None, help="ray: cluster address (default: start a local instance)")
     p.add_argument("--cpus-per-cell", type=float, default=1.0, help="ray: CPUs reserved per cell")
     p.add_argument("--gpus-per-cell", type=float, default=0.0, help="ray: GPUs reserved per cell")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per cell (default: all cores, shared among --workers); give each "
+                        "grid its share when several run at once (two on 2 cores: --threads 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed, "
@@ -56,6 +59,8 @@ def main(args) -> int:
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected >= 1")
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: expected >= 0 (0 = all cores, shared among the workers)")
     if args.launcher == "ray":
         try:
             import ray  # noqa: F401
@@ -94,6 +99,7 @@ def main(args) -> int:
         command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
         workers=args.workers, ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
         gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
+        torch_threads=args.threads,
     )
     print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed); "
           f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed, {len(summary.busy)} running in "
