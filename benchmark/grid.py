@@ -274,12 +274,26 @@ def _matches(entry: dict, ds: str, noise: str, backbone: str, denoiser: str, see
     return True
 
 
+def _profile_override(extra: list[str], default: str | None) -> str | None:
+    """The profile an extra ``profile=NAME`` override asks for (``profile=null``: none, i.e. the
+    full protocol), else the grid's own. It must replace the grid's profile rather than merge
+    under it: an explicit profile wins over the ``profile`` key in ``compose``."""
+    profile = default
+    for item in extra:
+        key, sep, value = item.partition("=")
+        if sep and key.strip() == "profile":
+            value = value.strip()
+            profile = None if value.lower() in ("", "null", "none", "~") else value
+    return profile
+
+
 def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cell]:
     """Every cell of ``spec`` in run order, de-duplicated by run id.
 
     ``extra_overrides`` (e.g. from the command line) are applied last to every cell and so
     change run ids. Each cell's ``logging.wandb_group`` is the grid name (not part of the id)."""
     extra = list(extra_overrides or [])
+    profile = _profile_override(extra, spec.profile)
     pairs: list[tuple[str, str, dict | None]] = [(b, d, None) for b in spec.backbones for d in spec.denoisers]
     pairs += [(e["backbone"], e["denoiser"], e) for e in spec.include]
     cells: list[Cell] = []
@@ -298,7 +312,7 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
                              f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
                 cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,
-                            seed=seed, noise=nlabel, params=params, profile=spec.profile, overrides=overrides)
+                            seed=seed, noise=nlabel, params=params, profile=profile, overrides=overrides)
                 try:
                     cell.run_id = run_id(cell.compose())
                 except ConfigError as exc:

@@ -376,3 +376,13 @@ def test_threads_option_sets_the_torch_threads_of_every_cell(tmp_path, fake_env)
     finally:
         torch.set_num_threads(before)
     assert fake_env()[0] == "threads=1" and len(fake_env()) == 2  # the thread line, then the run id
+
+
+@pytest.mark.parametrize(("override", "max_epochs"), [("profile=null", 300), ("profile=quick", 30)])
+def test_a_profile_override_replaces_the_grid_profile(tmp_path, override, max_epochs):
+    """The README's `bench grid FILE profile=null` (the full protocol) used to keep the grid's
+    own profile: the explicit profile won over the override, and the same run ids came out."""
+    spec = load_grid(write_grid(tmp_path / "g.yaml", GRID))
+    plain, changed = expand(spec), expand(spec, [override])
+    assert [c.compose().train.max_epochs for c in changed] == [max_epochs] * len(changed)
+    assert {c.run_id for c in plain}.isdisjoint({c.run_id for c in changed})
