@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, mean_std, metric_stat,
+from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, mean_of, metric_stat,
                                  representative_variants)
 
 
@@ -50,11 +50,7 @@ def _metric(section: Section) -> str:
 
 
 def _epoch_cost(variant: Variant, base: Variant) -> float | None:
-    def seconds(v: Variant) -> float | None:
-        vals = v.values("epoch_seconds_mean")
-        return mean_std([vals[s] for s in sorted(vals)])[0] if vals else None
-
-    mine, plain = seconds(variant), seconds(base)
+    mine, plain = mean_of(variant, "epoch_seconds_mean"), mean_of(base, "epoch_seconds_mean")
     return mine / plain if mine is not None and plain else None
 
 
@@ -78,7 +74,7 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
 def _backbone_line(section: Section, backbone: str, rows: list[Verdict]) -> str:
     metric = _metric(section)
     base = baseline_of(rows[0].variant, section)
-    plain = mean_std(list(base.values(f"test_{metric}").values()))[0] if base else None
+    plain = mean_of(base, f"test_{metric}") if base else None
     better = [v for v in rows if v.stat.gain > 0]
     worse = [v for v in rows if v.stat.gain <= 0]
     wins = [v for v in better if v.significant]

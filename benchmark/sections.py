@@ -82,6 +82,12 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
     return float(arr.mean()), (float(arr.std(ddof=1)) if len(arr) > 1 else None)
 
 
+def mean_of(v: "Variant", column: str) -> float | None:
+    """Mean over ``v``'s seeds (in seed order) of a numeric store column; None without values."""
+    vals = v.values(column)
+    return mean_std([vals[s] for s in sorted(vals)])[0] if vals else None
+
+
 def paired_pvalue(a: dict[int, float], b: dict[int, float]) -> float | None:
     """Two-sided paired t-test p-value of ``a`` vs ``b`` over the seeds both have (sorted);
     None with fewer than 2 common seeds or when the test is undefined (no variation)."""
