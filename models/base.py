@@ -272,7 +272,11 @@ class SequentialRecommender(pl.LightningModule):
         items = self.eval_inputs(batch["items"])
         ctx.extras["input_items"] = items
         hidden = self(items, ctx)
-        scores = self.score(self.user_state(hidden, batch.get("lengths")))
+        state = self.user_state(hidden, batch.get("lengths"))
+        # full ranking in float32 even under mixed precision: bf16 keeps 8 significant bits, so
+        # thousands of items would tie with the target and pessimistic ties would count them all
+        with torch.autocast(state.device.type, enabled=False):
+            scores = self.score(state.float())
         if self.eval_cfg.exclude_history:
             scores = mask_history(scores, batch["items"], batch["targets"])
         return scores

@@ -124,3 +124,20 @@ def test_negative_sampling_avoids_history_items():
     history = torch.tensor([[1, 2, 3, 4, 5, 6, 7, 8]] * 50)
     neg = model.sample_negatives(torch.full((50,), 9), history)
     assert ((neg >= 10) & (neg <= 40)).all()
+
+
+def test_full_ranking_scores_stay_float32_under_bf16_autocast():
+    # bf16 logits keep 8 significant bits: over a large catalogue many items would tie with
+    # the target, and pessimistic ties would count every one of them against it
+    torch.manual_seed(0)
+    model = make_model("sasrec", n_items=2000).eval()
+    batch = {"items": torch.randint(1, 2001, (6, 10)), "targets": torch.randint(1, 2001, (6,)),
+             "lengths": torch.full((6,), 10)}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = model._eval_scores(dict(batch), "test")
+        state = model.user_state(model(batch["items"]), batch["lengths"])
+    assert scores.dtype == torch.float32
+    with torch.no_grad():
+        expected = model.score(state.float())
+    assert torch.equal(scores, expected)
+    assert len(torch.unique(scores[0, 1:])) > 1990  # no mass ties introduced by rounding

@@ -386,3 +386,27 @@ def test_a_profile_override_replaces_the_grid_profile(tmp_path, override, max_ep
     plain, changed = expand(spec), expand(spec, [override])
     assert [c.compose().train.max_epochs for c in changed] == [max_epochs] * len(changed)
     assert {c.run_id for c in plain}.isdisjoint({c.run_id for c in changed})
+
+
+def test_no_progress_silences_the_cells_bars_and_keeps_their_run_ids(tmp_path, monkeypatch):
+    import benchmark.grid
+    from benchmark.cli import main
+
+    grid = write_grid(tmp_path / "g.yaml", GRID.replace("profile: smoke\n", ""))
+    launched: dict[bool, list] = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake_run_grid(cells, *args, progress, **kwargs):
+        launched[progress] = cells
+        raise Stop
+
+    monkeypatch.setattr(benchmark.grid, "run_grid", fake_run_grid)
+    for flags in ([], ["--no-progress"]):
+        with pytest.raises(Stop):
+            main(["grid", str(grid), "--store", str(tmp_path / "store"), *flags])
+    loud, quiet = launched[True], launched[False]
+    assert [c.run_id for c in quiet] == [c.run_id for c in loud]
+    assert all(c.compose().logging.progress for c in loud)
+    assert not any(c.compose().logging.progress for c in quiet)

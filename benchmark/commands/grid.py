@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per cell (default: all cores, shared among --workers); give each "
                         "grid its share when several run at once (two on 2 cores: --threads 1)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars: neither the grid's nor the cells' per-epoch bars (for logs)")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed, "
                         "or a denoiser_params key of the grid")
@@ -68,7 +69,9 @@ def main(args) -> int:
             raise UserError("--launcher ray needs Ray: pip install 'dsr-bench[ray]' (or 'ray[default]')") from exc
     spec = load_grid(args.grid)
     try:
-        cells = select(expand(spec, args.overrides), args.only)
+        # logging keys are not part of run ids, so silencing the cells' bars keeps every cell's id
+        quiet = ["logging.progress=false"] if args.no_progress else []
+        cells = select(expand(spec, list(args.overrides) + quiet), args.only)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     store = ResultStore(args.store)
