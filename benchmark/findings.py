@@ -38,10 +38,15 @@ class Verdict:
         else:
             evidence = f"{self.stat.n} seed{'s' if self.stat.n != 1 else ''}, untested"
         mode = self.variant.mode
-        detail = [evidence] + ([mode] if mode not in ("plain", "joint") else [])
+        detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
         if self.cost is not None:
             detail.append(f"epoch ×{self.cost:.2f}")
         return f"{self.variant.label} {self.stat.gain:+.1%} ({'; '.join(detail)})"
+
+
+def _cap_note(variant: Variant) -> list[str]:
+    capped, n = len(variant.capped_seeds()), len(variant.runs)
+    return [f"{capped} of {n} seed{'s' if n != 1 else ''} hit the epoch cap"] if capped else []
 
 
 def _metric(section: Section) -> str:
@@ -78,8 +83,10 @@ def _backbone_line(section: Section, backbone: str, rows: list[Verdict]) -> str:
     better = [v for v in rows if v.stat.gain > 0]
     worse = [v for v in rows if v.stat.gain <= 0]
     wins = [v for v in better if v.significant]
+    cap = _cap_note(base)
+    cap_text = f"; {cap[0]}, so it may be undertrained" if cap else ""
     head = (f"- **{section.dataset}, {section.noise}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
-            f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}): ")
+            f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}{cap_text}): ")
     if wins:
         verdict = f"{len(wins)} of {len(rows)} denoisers are significantly better."
     else:

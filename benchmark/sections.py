@@ -52,6 +52,17 @@ class Variant:
                 out[seed] = float(v)
         return out
 
+    def capped_seeds(self) -> list[int]:
+        """Seeds whose run trained all ``train.max_epochs`` epochs: early stopping never fired,
+        so the monitored metric was still improving within the patience window when the epoch
+        budget ran out and the row may be undertrained."""
+        capped = []
+        for seed, row in self.runs.items():
+            cap, ran = row.get("train.max_epochs"), row.get("epochs")
+            if isinstance(cap, (int, float)) and isinstance(ran, (int, float)) and cap > 0 and ran >= cap:
+                capped.append(seed)
+        return sorted(capped)
+
     @property
     def mode(self) -> str:
         modes = sorted({str(r.get("mode") or "plain") for r in self.runs.values()})

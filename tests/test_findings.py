@@ -46,3 +46,11 @@ def test_the_summary_counts_rows_by_verdict(tmp_path):
 
 def test_no_findings_without_a_denoiser_beside_a_plain_row():
     assert findings_lines({}) == []
+
+
+def test_a_plain_row_that_ran_into_the_epoch_cap_is_called_possibly_undertrained(tmp_path):
+    text = _findings(tmp_path)
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
+    assert "3 seeds; 1 of 3 seeds hit the epoch cap, so it may be undertrained" in line
+    (other,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    assert "epoch cap" not in other
