@@ -79,14 +79,22 @@ class FilterBlock(nn.Module):
         self.ffn_norm = nn.LayerNorm(d, eps=eps)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
-        """``x [B, L, d]``; ``keep [B, L, 1]`` float (0 at padding) or None (no zeroing)."""
-        x = self.filter_norm(self.filter_dropout(self.filter(x)) + x)
-        if keep is not None:
-            x = x * keep
-        x = self.ffn_norm(self.ffn_dropout(self.ffn(x)) + x)
-        if keep is not None:
-            x = x * keep
-        return x
+        """``x [B, L, d]``; ``keep [B, L, 1]`` float (0 at padding) or None (no zeroing).
+
+        With ``keep``, the output is ``LN(Dropout(f(x)) + x) * keep`` for each sublayer, computed
+        on the real rows only: padding rows come out zero whatever the sublayers do, so only
+        the filter (which mixes slots) sees the full window. Prefix instances are mostly
+        padding (78% of Beauty's slots), and the FFN is most of the block's work."""
+        if keep is None:
+            x = self.filter_norm(self.filter_dropout(self.filter(x)) + x)
+            return self.ffn_norm(self.ffn_dropout(self.ffn(x)) + x)
+        batch, length, d = x.shape
+        real = torch.nonzero(keep.reshape(-1) > 0).squeeze(1)  # flat indices of real slots
+        filtered = self.filter(x).reshape(-1, d).index_select(0, real)
+        rows = x.reshape(-1, d).index_select(0, real)
+        rows = self.filter_norm(self.filter_dropout(filtered) + rows)
+        rows = self.ffn_norm(self.ffn_dropout(self.ffn(rows)) + rows)
+        return x.new_zeros(batch * length, d).index_copy(0, real, rows).reshape(batch, length, d)
 
 
 @BACKBONES.register("fmlp")

@@ -40,6 +40,23 @@ def test_block_with_identity_filter_equals_block_without_filter():
     assert torch.allclose(block(x, None), without_filter, atol=1e-5)
 
 
+def test_block_on_real_rows_only_equals_the_dense_block_with_zeroed_padding():
+    torch.manual_seed(0)
+    block = FilterBlock(10, 8, 32, dropout=0.0, eps=1e-12, init_std=0.5).eval()
+    x = torch.randn(3, 10, 8)
+    keep = torch.ones(3, 10, 1)
+    keep[0, :4] = 0
+    keep[2, :9] = 0
+    x = x * keep
+    dense = block.filter_norm(block.filter(x) + x) * keep
+    dense = block.ffn_norm(block.ffn(dense) + dense) * keep
+    x.requires_grad_(True)
+    compact = block(x, keep)
+    assert torch.allclose(compact, dense, atol=1e-5)
+    compact.sum().backward()  # gradients reach the input through the gathered rows
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
 def test_filter_mixes_future_slots_so_the_model_is_not_causal():
     torch.manual_seed(0)
     model = make_fmlp().eval()
