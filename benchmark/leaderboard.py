@@ -245,7 +245,7 @@ def render_paper_by_preset(dataset: str, sections: list[Section]) -> list[str]:
 
 
 def render_timing(section: Section) -> list[str]:
-    header = ["backbone", "denoiser", "n", "s/epoch", "× none", "epochs", "fit s", "denoise s"]
+    header = ["backbone", "denoiser", "n", "s/epoch", "× none", "epochs", "fit s", "denoise s", "load/core"]
     rows = []
     for v in section.variants:
         spe = mean_of(v, "epoch_seconds_mean")
@@ -253,9 +253,15 @@ def render_timing(section: Section) -> list[str]:
         bspe = mean_of(base, "epoch_seconds_mean") if base else None
         ratio = f"{spe / bspe:.2f}" if spe is not None and bspe else "—"
         fmt = lambda x, d=2: "—" if x is None else f"{x:.{d}f}"  # noqa: E731
+        loads = [x for x in (mean_of(v, "load_average_start"), mean_of(v, "load_average_end")) if x is not None]
         rows.append([v.backbone, _esc(v.label), str(len(v.runs)), fmt(spe), ratio, fmt(mean_of(v, "epochs"), 1),
-                     fmt(mean_of(v, "fit_seconds"), 1), fmt(mean_of(v, "denoise_seconds"), 1)])
-    lines = _table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:"])
+                     fmt(mean_of(v, "fit_seconds"), 1), fmt(mean_of(v, "denoise_seconds"), 1),
+                     fmt(sum(loads) / len(loads)) if loads else "—"])
+    lines = _table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"])
+    lines += ["", "Wall times of the grid's cells, so they depend on what else the machine ran (load/core: the "
+              "1-minute load average per core at the run's start and end, mean over seeds; above 1 the cell shared "
+              "the cores). × none compares rows fairly only at similar load; `bench perf` (perf.md) times "
+              "denoiser and plain epochs side by side."]
     ref = [f"{method} {secs[section.dataset]:.2f}" for method, secs in LLM4DSR_EPOCH_SECONDS.items()
            if section.dataset in secs]
     if ref:

@@ -286,6 +286,14 @@ def _resume_checkpoint(ckpt_dir: Path) -> str | None:
     return str(path)
 
 
+def _load_average() -> float:
+    """The 1-minute load average per core (1.0 = every core busy); NaN where the OS has none."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return float("nan")
+
+
 def train_and_test(
     cfg: DictConfig,
     split: SplitData,
@@ -493,7 +501,9 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.use_deterministic_algorithms(True, warn_only=True)
-    timings: dict[str, float] = {}
+    # wall times depend on what else the machine runs: record the context they were taken in
+    timings: dict[str, float] = {"torch_threads": float(torch.get_num_threads()),
+                                 "load_average_start": _load_average()}
 
     t0 = time.perf_counter()
     split = build_split_data(OmegaConf.to_object(cfg.dataset))
@@ -549,6 +559,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     resumed_from[backbone_name] = recorder.restored_epochs
     timings["fit_seconds"] = fit_seconds
     timings["epoch_seconds_mean"] = float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0
+    timings["load_average_end"] = _load_average()
     if mode == "joint" and denoiser.exports:
         decisions = denoiser.export(model, split.train)
         detection = detection_from_denoised(split, decisions)

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmark.config import compose, run_id, to_dict
 from benchmark.metrics import monitored_metric
@@ -60,3 +61,16 @@ def test_run_records_the_commit_of_its_start_not_of_its_end(tmp_path, monkeypatc
                   overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30", "dataset.max_len=8"])
     result = run_module.execute(cfg, runs_dir=tmp_path)
     assert result.git_commit == "commit-at-start"
+
+
+def test_run_records_its_torch_threads_and_the_load_it_ran_under(tmp_path, monkeypatch):
+    import benchmark.run as run_module
+
+    loads = iter([(3.0, 0.0, 0.0), (1.0, 0.0, 0.0)])
+    monkeypatch.setattr(run_module.os, "getloadavg", lambda: next(loads))
+    monkeypatch.setattr(run_module.os, "cpu_count", lambda: 2)
+    cfg = compose(backbone="gru4rec", denoiser="none", dataset="synthetic", profile="smoke",
+                  overrides=["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30", "dataset.max_len=8"])
+    result = run_module.execute(cfg, runs_dir=tmp_path)
+    assert result.timings["load_average_start"] == 1.5 and result.timings["load_average_end"] == 0.5
+    assert result.timings["torch_threads"] == torch.get_num_threads()
