@@ -308,9 +308,9 @@ def _setting_title(section: Section, siblings: list[Section]) -> str:
 LEGEND = ("Cells: mean ± sample std over seeds (n = seeds); **bold** best, <u>underlined</u> second per backbone "
           "(by the displayed mean); Δ = relative change of the mean against the backbone's `none` row; "
           f"† = paired t-test over the seeds both rows share, p < {SIGNIFICANCE} (scipy.stats.ttest_rel). "
-          f"{CAPPED_MARK} after n = at least one seed trained all max_epochs without early stopping (still improving "
-          "when the budget ran out): the row may be undertrained, and a Δ against it may partly measure how fast the "
-          "other row converges. Full-ranking test metrics, pessimistic ties.")
+          f"{CAPPED_MARK} after n = at least one seed was stopped by max_epochs, not by early stopping (its validation "
+          "metric had improved within the last `patience` epochs): the row may be undertrained, and a Δ against it may "
+          "partly measure how fast the other row converges. Full-ranking test metrics, pessimistic ties.")
 
 
 def render_failures(failures: list[dict]) -> list[str]:

@@ -54,8 +54,8 @@ class Variant:
 
     def capped_seeds(self) -> list[int]:
         """Seeds whose run trained all ``train.max_epochs`` epochs: early stopping never fired,
-        so the monitored metric was still improving within the patience window when the epoch
-        budget ran out and the row may be undertrained."""
+        so the monitored metric had improved within the last ``patience`` epochs when the epoch
+        budget ran out, and the row may be undertrained."""
         capped = []
         for seed, row in self.runs.items():
             cap, ran = row.get("train.max_epochs"), row.get("epochs")
