@@ -16,8 +16,8 @@ backbone's embedding size replaces the masked slots' embeddings, and the slots s
 the encoder (the paper's "mask token"); ``padding`` — the slots become item 0 and the encoder
 treats them as padding (the item is hidden, the slot remains).
 
-The two views are encoded with the backbone's own ``eval_inputs -> embed -> encode ->
-user_state`` (the denoiser's hooks are not re-applied), and the NT-Xent loss over the 2B
+The two views are encoded with the backbone's own ``eval_inputs -> embed ->
+encode_state`` (the denoiser's hooks are not re-applied), and the NT-Xent loss over the 2B
 views (positive = the sibling view, negatives = the other 2B - 2 views) is added as
 ``cl_loss = weight * NT-Xent``. Augmentations are vectorised over the batch (sorting random
 keys; no per-row loops).
@@ -184,8 +184,7 @@ class CL4SRec(Denoiser):
         embedded = model.embed(inputs)
         if masked.any() and self.cfg.mask_token == "learned":
             embedded = torch.where(masked.unsqueeze(-1), self.mask_embedding.to(embedded.dtype), embedded)
-        hidden = model.encode(embedded, inputs == 0)
-        return model.user_state(hidden, real_lengths(inputs))
+        return model.encode_state(embedded, inputs == 0, real_lengths(inputs))
 
     def auxiliary_loss(self, ctx: StepContext) -> dict[str, torch.Tensor]:
         if ctx.stage != "train" or self.cfg.weight == 0:

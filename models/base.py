@@ -127,6 +127,12 @@ class SequentialRecommender(pl.LightningModule):
         """Left padding: the state of the last slot summarises the whole history."""
         return hidden[:, -1]
 
+    def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``user_state(encode(embedded, pad_mask), lengths)`` -> ``[B, h]``, for callers that need
+        no per-slot states (contrastive views); backbones may compute it more cheaply."""
+        return self.user_state(self.encode(embedded, pad_mask), lengths)
+
     def output_table(self) -> torch.Tensor:
         """``[N+1, h]`` item vectors used for scoring (tied input table by default)."""
         return self.item_embedding.weight[: self.n_items + 1]

@@ -87,6 +87,22 @@ class TransformerBlock(nn.Module):
         x = self.norm1(x + self.dropout(self.attn_out(attended)))
         return self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
+    def forward_last(self, x: torch.Tensor, blocked_last: torch.Tensor) -> torch.Tensor:
+        """The output of the last slot only: ``x [B, L, d]``, ``blocked_last [B, 1, 1, L]`` (the
+        mask's last query row) -> ``[B, d]``; equals ``forward(x, blocked)[:, -1]``. Keys and
+        values need every slot, the query, the attention output and the FFN only the last."""
+        B, L, d = x.shape
+        dh = d // self.n_heads
+        weight, bias = self.qkv.weight, self.qkv.bias
+        q = F.linear(x[:, -1], weight[:d], bias[:d]).view(B, self.n_heads, 1, dh)
+        k, v = F.linear(x, weight[d:], bias[d:]).view(B, L, 2, self.n_heads, dh).permute(2, 0, 3, 1, 4)
+        scores = (q @ k.transpose(-1, -2)) * dh ** -0.5  # [B, heads, 1, L]
+        probs = torch.softmax(scores.masked_fill(blocked_last, float("-inf")), dim=-1)
+        probs = fast_dropout(probs, self.attn_dropout, self.training)
+        attended = (probs @ v).reshape(B, d)
+        y = self.norm1(x[:, -1] + self.dropout(self.attn_out(attended)))
+        return self.norm2(y + self.dropout(self.ffn_out(F.gelu(self.ffn_in(y)))))
+
 
 def attention_blocked(pad_mask: torch.Tensor, causal: bool) -> torch.Tensor:
     """Boolean ``[B, 1, L, L]``, True = blocked: padding keys (and future keys when causal);
@@ -113,3 +129,11 @@ class TransformerStack(nn.Module):
         for layer in self.layers:
             x = layer(x, blocked)
         return x
+
+    def forward_last(self, x: torch.Tensor, pad_mask: torch.Tensor, causal: bool) -> torch.Tensor:
+        """``forward(x, pad_mask, causal)[:, -1]`` -> ``[B, d]``, the last layer run for the last
+        slot only (what a contrastive view's user state needs)."""
+        blocked = attention_blocked(pad_mask, causal)
+        for layer in self.layers[:-1]:
+            x = layer(x, blocked)
+        return self.layers[-1].forward_last(x, blocked[:, :, -1:, :])

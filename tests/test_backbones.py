@@ -141,3 +141,19 @@ def test_full_ranking_scores_stay_float32_under_bf16_autocast():
         expected = model.score(state.float())
     assert torch.equal(scores, expected)
     assert len(torch.unique(scores[0, 1:])) > 1990  # no mass ties introduced by rounding
+
+
+@pytest.mark.parametrize("name,overrides", [("sasrec", {}), ("sasrec", {"bidirectional": True}), ("bert4rec", {})])
+def test_last_slot_state_shortcut_equals_the_full_encoder(name, overrides):
+    torch.manual_seed(0)
+    model = make_model(name, **overrides).eval()
+    items = torch.randint(1, 31, (5, 10))
+    items[0, :6] = 0
+    items[3, :9] = 0
+    pad = items == 0
+    with torch.no_grad():
+        emb = model.embed(items)
+        full = model.user_state(model.encode(emb, pad))
+        short = model.encode_state(emb, pad)
+    assert short.shape == full.shape
+    assert torch.allclose(short, full, atol=1e-5)
