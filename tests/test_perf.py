@@ -82,3 +82,26 @@ def test_minimal_references_are_causal_next_item_models_that_learn():
         target = batch["targets"][items > 0]
         assert torch.nn.functional.cross_entropy(after, target) < torch.nn.functional.cross_entropy(before, target)
     assert build_reference("caser", {}, n_items=8, max_len=8) is None
+
+
+def _ml100k_report(tps: dict[str, float]) -> dict:
+    return {"dataset": "ml-100k", "denoisers": [],
+            "backbones": {n: {"targets_per_second": v, "loader_overhead": 0.0} for n, v in tps.items()}}
+
+
+def test_throughput_targets_use_the_recbole_figures_given_for_this_machine():
+    from benchmark.perf import target_rows
+
+    report = _ml100k_report({"sasrec": 40_000.0, "caser": 9_000.0})
+    default = {w: ok for w, _, _, ok in target_rows([report]) if "training targets/s" in w}
+    assert default == {"ml-100k sasrec training targets/s": True}  # 40k >= 30 x 1.2k; no Caser figure
+    measured = {w: (t, ok) for w, t, _, ok in target_rows([report], {"sasrec": 1_500.0, "caser": 2_000.0})
+                if "training targets/s" in w}
+    assert measured["ml-100k sasrec training targets/s"] == (">= 30x RecBole (1,500/s: 45,000)", False)
+    assert measured["ml-100k caser training targets/s"] == (">= 5x RecBole (2,000/s: 10,000)", False)
+
+
+def test_a_malformed_recbole_reference_is_refused_with_what_was_expected(capsys):
+    assert main(["perf", "--dataset", "synthetic", "--recbole", "sasrec=fast"]) == 2
+    err = capsys.readouterr().err
+    assert "--recbole 'sasrec=fast'" in err and "BACKBONE=INSTANCES_PER_SECOND" in err

@@ -17,6 +17,10 @@ def register(sub) -> None:
     p.add_argument("--scaling", action="store_true", help="also time synthetic data at 1x, 2x, 4x, 8x users")
     p.add_argument("--scaling-users", type=int, default=500)
     p.add_argument("--out", default=None, help="report path without suffix (default leaderboards/perf)")
+    p.add_argument("--recbole", default="", metavar="NAME=N,...",
+                   help="RecBole 1.2.1's ML-100K training instances/s measured on this machine (e.g. "
+                        "sasrec=1200,gru4rec=8000,caser=2500,bert4rec=900) for the throughput targets; "
+                        "default: the performance issue's figures for SASRec and GRU4Rec")
     p.add_argument("overrides", nargs="*", help="key=value config overrides")
     p.set_defaults(func=main)
 
@@ -30,6 +34,13 @@ def main(args) -> int:
     from benchmark.data.build import build_split_data
     from benchmark.perf import measure, plot_scaling, scaling, write_report
 
+    from benchmark.cli import UserError
+    from benchmark.perf import parse_recbole
+
+    try:
+        recbole = parse_recbole(args.recbole) if args.recbole else None
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
     backbones = _names(args.backbones)
     reports = []
     for dataset in _names(args.dataset):
@@ -45,7 +56,8 @@ def main(args) -> int:
         reports[-1]["scaling"] = scaling(backbones, base_users=args.scaling_users, max_batches=args.max_batches)
         plot_scaling(reports[-1]["scaling"], out.with_name(out.name + "-scaling.png"))
     command = "bench perf " + " ".join(shlex.quote(a) for a in (sys.argv[2:] if sys.argv[1:2] == ["perf"] else sys.argv[1:]))
-    md, js = write_report(reports, out, command)
+    source = "measured on this machine and given as `--recbole` (see the command below)" if recbole else None
+    md, js = write_report(reports, out, command, recbole, source)
     print(md.read_text())
     print(f"written: {md}, {js}")
     return 0
