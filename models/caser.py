@@ -74,6 +74,14 @@ class Caser(SequentialRecommender):
         users = self._current_users(B, T, z.device)
         return F.relu(self.fc2(torch.cat([z, users], dim=-1)))
 
+    def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
+                     lengths: torch.Tensor | None = None) -> torch.Tensor:
+        # every convolution window of the last slot lies within the last `window` slots
+        if type(self).user_state is not Caser.user_state:  # a subclass reads other slots
+            return super().encode_state(embedded, pad_mask, lengths)
+        L = self.cfg.window
+        return self.encode(embedded[:, -L:], pad_mask[:, -L:])[:, -1]
+
     def _current_users(self, B: int, T: int, device) -> torch.Tensor:
         if self._users is None or self._users.shape[0] != B:
             user_vec = torch.zeros(B, self.cfg.embedding_size, device=device)

@@ -143,7 +143,8 @@ def test_full_ranking_scores_stay_float32_under_bf16_autocast():
     assert len(torch.unique(scores[0, 1:])) > 1990  # no mass ties introduced by rounding
 
 
-@pytest.mark.parametrize("name,overrides", [("sasrec", {}), ("sasrec", {"bidirectional": True}), ("bert4rec", {})])
+@pytest.mark.parametrize("name,overrides", [("sasrec", {}), ("sasrec", {"bidirectional": True}), ("bert4rec", {}),
+                                            ("caser", {})])
 def test_last_slot_state_shortcut_equals_the_full_encoder(name, overrides):
     torch.manual_seed(0)
     model = make_model(name, **overrides).eval()
