@@ -130,8 +130,16 @@ class SequentialRecommender(pl.LightningModule):
     def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
                      lengths: torch.Tensor | None = None) -> torch.Tensor:
         """``user_state(encode(embedded, pad_mask), lengths)`` -> ``[B, h]``, for callers that need
-        no per-slot states (contrastive views); backbones may compute it more cheaply."""
+        no per-slot states (contrastive views). While the user state is the last slot's (this
+        class's ``user_state``), it comes from ``encode_last``, which backbones may compute more
+        cheaply than every slot."""
+        if type(self).user_state is SequentialRecommender.user_state:
+            return self.encode_last(embedded, pad_mask)
         return self.user_state(self.encode(embedded, pad_mask), lengths)
+
+    def encode_last(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        """``encode(embedded, pad_mask)[:, -1]`` -> ``[B, h]``, the last slot's state."""
+        return self.encode(embedded, pad_mask)[:, -1]
 
     def output_table(self) -> torch.Tensor:
         """``[N+1, h]`` item vectors used for scoring (tied input table by default)."""

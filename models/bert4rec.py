@@ -55,11 +55,8 @@ class BERT4Rec(SequentialRecommender):
         x = self.input(embedded)
         return self.head(self.blocks(x, pad_mask, causal=False))
 
-    def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
-                     lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if type(self).user_state is not BERT4Rec.user_state:  # a subclass reads other slots
-            return super().encode_state(embedded, pad_mask, lengths)
-        # the user state is the last (mask-token) slot: the last layer needs only its query
+    def encode_last(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        # the last (mask-token) slot: the last layer needs only its query
         return self.head(self.blocks.forward_last(self.input(embedded), pad_mask, causal=False))
 
     def output_bias(self) -> torch.Tensor:

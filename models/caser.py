@@ -74,11 +74,8 @@ class Caser(SequentialRecommender):
         users = self._current_users(B, T, z.device)
         return F.relu(self.fc2(torch.cat([z, users], dim=-1)))
 
-    def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
-                     lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_last(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
         # every convolution window of the last slot lies within the last `window` slots
-        if type(self).user_state is not Caser.user_state:  # a subclass reads other slots
-            return super().encode_state(embedded, pad_mask, lengths)
         L = self.cfg.window
         return self.encode(embedded[:, -L:], pad_mask[:, -L:])[:, -1]
 

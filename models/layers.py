@@ -80,12 +80,7 @@ class TransformerBlock(nn.Module):
     def forward(self, x: torch.Tensor, blocked: torch.Tensor) -> torch.Tensor:
         B, L, d = x.shape
         q, k, v = self.qkv(x).view(B, L, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-1, -2)) * (d // self.n_heads) ** -0.5  # [B, heads, L, L]
-        probs = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
-        probs = fast_dropout(probs, self.attn_dropout, self.training)
-        attended = (probs @ v).transpose(1, 2).reshape(B, L, d)
-        x = self.norm1(x + self.dropout(self.attn_out(attended)))
-        return self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
+        return self._attend_and_feed(x, q, k, v, blocked)
 
     def forward_last(self, x: torch.Tensor, blocked_last: torch.Tensor) -> torch.Tensor:
         """The output of the last slot only: ``x [B, L, d]``, ``blocked_last [B, 1, 1, L]`` (the
@@ -94,14 +89,21 @@ class TransformerBlock(nn.Module):
         B, L, d = x.shape
         dh = d // self.n_heads
         weight, bias = self.qkv.weight, self.qkv.bias
-        q = F.linear(x[:, -1], weight[:d], bias[:d]).view(B, self.n_heads, 1, dh)
+        q = F.linear(x[:, -1:], weight[:d], bias[:d]).view(B, 1, self.n_heads, dh).transpose(1, 2)
         k, v = F.linear(x, weight[d:], bias[d:]).view(B, L, 2, self.n_heads, dh).permute(2, 0, 3, 1, 4)
-        scores = (q @ k.transpose(-1, -2)) * dh ** -0.5  # [B, heads, 1, L]
-        probs = torch.softmax(scores.masked_fill(blocked_last, float("-inf")), dim=-1)
+        return self._attend_and_feed(x[:, -1:], q, k, v, blocked_last)[:, 0]
+
+    def _attend_and_feed(self, residual: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         blocked: torch.Tensor) -> torch.Tensor:
+        """Both sublayers for the query slots: ``residual [B, Q, d]``, ``q [B, heads, Q, dh]``,
+        ``k, v [B, heads, L, dh]``, ``blocked [B, 1, Q, L]`` -> ``[B, Q, d]``."""
+        B, Q, d = residual.shape
+        scores = (q @ k.transpose(-1, -2)) * (d // self.n_heads) ** -0.5  # [B, heads, Q, L]
+        probs = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
         probs = fast_dropout(probs, self.attn_dropout, self.training)
-        attended = (probs @ v).reshape(B, d)
-        y = self.norm1(x[:, -1] + self.dropout(self.attn_out(attended)))
-        return self.norm2(y + self.dropout(self.ffn_out(F.gelu(self.ffn_in(y)))))
+        attended = (probs @ v).transpose(1, 2).reshape(B, Q, d)
+        x = self.norm1(residual + self.dropout(self.attn_out(attended)))
+        return self.norm2(x + self.dropout(self.ffn_out(F.gelu(self.ffn_in(x)))))
 
 
 def attention_blocked(pad_mask: torch.Tensor, causal: bool) -> torch.Tensor:

@@ -47,9 +47,6 @@ class SASRec(SequentialRecommender):
         x = self.input(embedded)
         return self.blocks(x, pad_mask, causal=self.causal)
 
-    def encode_state(self, embedded: torch.Tensor, pad_mask: torch.Tensor,
-                     lengths: torch.Tensor | None = None) -> torch.Tensor:
-        if type(self).user_state is not SASRec.user_state:  # a subclass reads other slots
-            return super().encode_state(embedded, pad_mask, lengths)
-        # the user state is the last slot: the last layer needs only that slot's query
+    def encode_last(self, embedded: torch.Tensor, pad_mask: torch.Tensor) -> torch.Tensor:
+        # the last layer needs only the last slot's query
         return self.blocks.forward_last(self.input(embedded), pad_mask, causal=self.causal)

@@ -158,3 +158,21 @@ def test_last_slot_state_shortcut_equals_the_full_encoder(name, overrides):
         short = model.encode_state(emb, pad)
     assert short.shape == full.shape
     assert torch.allclose(short, full, atol=1e-5)
+
+
+def test_a_backbone_with_its_own_user_state_gets_the_full_encoder_in_encode_state():
+    from models.sasrec import SASRec
+
+    class MeanStateSASRec(SASRec):
+        def user_state(self, hidden, lengths=None):
+            return hidden.mean(1)
+
+    torch.manual_seed(0)
+    plain = make_model("sasrec").eval()
+    model = MeanStateSASRec(plain.cfg, ModelShape(30, 50, 10), None, None, IdentityDenoiser()).eval()
+    model.load_state_dict(plain.state_dict())
+    items = torch.randint(1, 31, (4, 10))
+    with torch.no_grad():
+        emb = model.embed(items)
+        expected = model.encode(emb, items == 0).mean(1)
+        assert torch.allclose(model.encode_state(emb, items == 0), expected, atol=1e-6)

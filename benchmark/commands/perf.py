@@ -30,12 +30,10 @@ def _names(text: str) -> list[str]:
 
 
 def main(args) -> int:
+    from benchmark.cli import UserError
     from benchmark.config import compose
     from benchmark.data.build import build_split_data
-    from benchmark.perf import measure, plot_scaling, scaling, write_report
-
-    from benchmark.cli import UserError
-    from benchmark.perf import parse_recbole
+    from benchmark.perf import measure, parse_recbole, plot_scaling, scaling, write_report
 
     try:
         recbole = parse_recbole(args.recbole) if args.recbole else None
