@@ -50,7 +50,7 @@ class IADSRConfig:
     gumbel_tau: float = 1.0
     long_pool: str = "max_all"  # collaborative long-term interest: max_all | max_valid | last (user state)
     long_text: str = "history"  # history (training inputs) | history+target (all training items; reference)
-    interest_encoder: str = "mean"  # mean (mean item text embedding over the window) | text (encode every window text)
+    interest_encoder: str = "text"  # text (encode every window text; the paper) | mean (mean item text embedding)
     text_encoder: str = "minilm"  # registered backend or configs/text preset (minilm, llm2vec, ...)
     text_encoder_cfg: Dict[str, Any] = field(default_factory=dict)  # options passed to the encoder
     max_chars: int = 256  # text budget per interest, whole titles (0 = only the encoder's own limit)

@@ -205,6 +205,23 @@ def test_minilm_bundled_model_orders_similar_sentences_first(minilm):
     assert minilm.encoder_id.startswith("sentence-transformers:all-MiniLM-L6-v2@")
 
 
+def test_minilm_encodes_texts_with_the_same_token_cut_once(minilm, monkeypatch):
+    model = minilm._load()
+    cut = minilm.config.max_seq_length or model.max_seq_length
+    stem = " ".join(f"lotion{i % 9} cream{i % 4}" for i in range(cut))  # far beyond the word-piece limit
+    texts = ["face cream", stem + " red", stem + " blue", "face cream", stem]
+    sent: list[list[str]] = []
+    real = model.encode
+    monkeypatch.setattr(model, "encode", lambda batch, **kw: sent.append(list(batch)) or real(batch, **kw))
+    vectors = minilm.encode(texts)
+    assert sent == [["face cream", stem + " red"]]  # the three long texts share one cut
+    np.testing.assert_array_equal(vectors[1], vectors[2])
+    np.testing.assert_array_equal(vectors[1], vectors[4])
+    np.testing.assert_array_equal(vectors[0], vectors[3])
+    alone = real([stem + " blue", "face cream"], convert_to_numpy=True)
+    np.testing.assert_allclose(vectors[[2, 0]], alone, atol=1e-5)
+
+
 def test_minilm_encoder_id_names_options_that_change_vectors():
     a = make_text_encoder("minilm")
     assert a.encoder_id == make_text_encoder("minilm", batch_size=8).encoder_id  # batching is not identity
