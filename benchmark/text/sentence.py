@@ -114,9 +114,18 @@ def distinct_token_cuts(tokenizer, texts: list[str], max_length: int) -> tuple[n
     Returns ``first`` (index of the first text of each group, ``[g]``) and ``inverse``
     (group of every text, ``[len(texts)]``), so ``vectors_of(texts[first])[inverse]`` equals
     encoding every text. Texts that no cut reaches are their own group unless identical.
+    Only texts longer than ``max_length - 2`` characters are tokenised here; shorter ones group
+    by their string. A word piece spans at least one character, so with WordPiece models such as
+    MiniLM those texts are never cut; with a byte-level tokenizer one of them may be, and then
+    only a shared cut goes unnoticed (encoded twice), never a wrong vector.
     """
-    ids = tokenizer(texts, truncation=True, max_length=max_length, add_special_tokens=True)["input_ids"]
-    groups: dict[tuple[int, ...], int] = {}
-    inverse = np.fromiter((groups.setdefault(tuple(row), len(groups)) for row in ids), dtype=np.int64, count=len(ids))
+    long = [i for i, t in enumerate(texts) if len(t) > max_length - 2]
+    ids = tokenizer([texts[i] for i in long], truncation=True, max_length=max_length,
+                    add_special_tokens=True)["input_ids"] if long else []
+    keys: list = list(texts)  # uncut texts group by their own string
+    for i, row in zip(long, ids):
+        keys[i] = tuple(row)
+    groups: dict = {}
+    inverse = np.fromiter((groups.setdefault(k, len(groups)) for k in keys), dtype=np.int64, count=len(keys))
     _, first = np.unique(inverse, return_index=True)  # group ids count up in order of first use
     return first.astype(np.int64), inverse
