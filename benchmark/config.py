@@ -90,6 +90,11 @@ class TrainConfig:
     gradient_clip: float = 0.0
     monitor: str = "valid/ndcg@10"
     limit_train_batches: Any = 1.0
+    # budget for methods trained on one instance per target (train_instances=prefix: HSD, SSDRec),
+    # whose epoch costs a full sequence pass per target: each epoch trains on this share of the
+    # (reshuffled) batches; phases on other instance kinds, such as the plain backbone of a
+    # transfer run, train on every batch
+    prefix_epoch_share: float = 1.0
     # speed only (the loss is unchanged): drop all-padding leading slots of a batch, and group
     # training instances of similar length into batches (runs of this many batches are sorted)
     trim_padding: bool = True
@@ -282,6 +287,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         (lambda v: not isinstance(v, bool) and (0 < v <= 1 if isinstance(v, float) else isinstance(v, int) and v >= 1)),
         "a share in (0, 1] or a number of batches >= 1",
     ),
+    "train.prefix_epoch_share": ((lambda v: not isinstance(v, bool) and 0 < v <= 1), "a share in (0, 1]"),
     "eval.batch_size": _at_least(1),
     "eval.ks": ((lambda v: len(v) > 0 and all(k >= 1 for k in v)), "a non-empty list of cut-offs K >= 1"),
 }
@@ -298,6 +304,10 @@ def validate_ranges(cfg: DictConfig) -> None:
         plain = list(value) if OmegaConf.is_list(value) else value
         if not check(plain):
             problems.append(f"{key}={plain}; expected {expected}")
+    share, limit = OmegaConf.select(cfg, "train.prefix_epoch_share"), OmegaConf.select(cfg, "train.limit_train_batches")
+    if share is not None and limit is not None and share != 1.0 and limit != 1.0:
+        problems.append(f"train.prefix_epoch_share={share} and train.limit_train_batches={limit} both shorten the epoch; "
+                        "set one of them")
     if problems:
         raise ConfigError(". ".join(problems))
 
@@ -310,7 +320,8 @@ def to_dict(cfg: DictConfig) -> dict:
 _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
-OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL, ("train", "strategy"): "auto"}
+OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL, ("train", "strategy"): "auto",
+                   ("train", "prefix_epoch_share"): 1.0}
 
 
 def added_key_defaults() -> dict:

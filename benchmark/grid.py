@@ -15,6 +15,8 @@ A grid file (``configs/grids/<name>.yaml``) is plain YAML::
     denoisers: [none, hsd, said]
     denoiser_params:             # optional: lists of values per denoiser key (cartesian product)
       said: {a: [0.2, 0.4]}
+    denoiser_overrides:          # optional: key=value applied to one denoiser's cells only
+      hsd: [train.prefix_epoch_share=0.1]   # (e.g. a labelled budget for costly methods)
     seeds: [0, 1, 2]
     include:                     # optional: extra (backbone, denoiser) pairs, crossed with
       - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them
@@ -40,7 +42,7 @@ from benchmark.config import ConfigError, compose, run_id
 from benchmark.protocols import protocol_names
 
 _TOP_KEYS = {"name", "description", "profile", "protocol", "overrides", "datasets", "noise", "backbones", "denoisers",
-             "denoiser_params", "seeds", "include", "exclude"}
+             "denoiser_params", "denoiser_overrides", "seeds", "include", "exclude"}
 _NOISE_KEYS = {"kind", "alpha", "protect_valid", "keep", "delete", "insert", "seed"}
 _NOISE_KINDS = {"none", "replace", "steam", "target_flip"}
 _MATCH_KEYS = {"dataset", "noise", "backbone", "denoiser", "seed"}
@@ -66,6 +68,7 @@ class GridSpec:
     profile: str | None = None
     overrides: list[str] = field(default_factory=list)
     denoiser_params: dict[str, dict[str, list]] = field(default_factory=dict)
+    denoiser_overrides: dict[str, list[str]] = field(default_factory=dict)
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
     description: str = ""
@@ -224,6 +227,14 @@ def load_grid(path: str | Path) -> GridSpec:
     overrides = raw.get("overrides") or []
     if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
         raise _err(spath, "overrides", f"expected a list of key=value strings, got {overrides!r}")
+    den_overrides = raw.get("denoiser_overrides") or {}
+    if not isinstance(den_overrides, dict):
+        raise _err(spath, "denoiser_overrides", "expected a mapping denoiser -> [key=value, ...]")
+    for den, items in den_overrides.items():
+        if den not in DENOISERS.names():
+            raise _err(spath, f"denoiser_overrides.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
+        if not isinstance(items, list) or not all(isinstance(o, str) and "=" in o for o in items):
+            raise _err(spath, f"denoiser_overrides.{den}", f"expected a list of key=value strings, got {items!r}")
     profile = raw.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise _err(spath, "profile", f"expected a profile name, got {profile!r}")
@@ -254,7 +265,8 @@ def load_grid(path: str | Path) -> GridSpec:
         raise _err(spath, "name", f"expected a string, got {name!r}")
     return GridSpec(name=name, path=spath, datasets=datasets, noise=noise, backbones=backbones, denoisers=denoisers,
                     seeds=list(dict.fromkeys(seeds)), profile=profile, overrides=list(overrides),
-                    denoiser_params={k: dict(v) for k, v in params.items()}, include=blocks["include"],
+                    denoiser_params={k: dict(v) for k, v in params.items()},
+                    denoiser_overrides={k: list(v) for k, v in den_overrides.items()}, include=blocks["include"],
                     exclude=blocks["exclude"], description=str(raw.get("description", "")))
 
 
@@ -308,7 +320,7 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
             if any(_matches(e, ds.name, nlabel, backbone, denoiser, seed) for e in spec.exclude):
                 continue
             for params in _param_grid(spec, denoiser):
-                overrides = [*spec.overrides, *ds.overrides, *noise_ov,
+                overrides = [*spec.overrides, *ds.overrides, *noise_ov, *spec.denoiser_overrides.get(denoiser, []),
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
                              f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
                 cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -191,6 +192,18 @@ def resolve_instances(cfg: DictConfig, backbone_cls: type[SequentialRecommender]
     return needed or backbone_cls.default_instances
 
 
+def train_batch_limit(cfg: DictConfig, dm) -> float | int:
+    """Lightning's ``limit_train_batches`` for a phase: ``train.limit_train_batches``, or, when the
+    phase trains on prefix instances and ``train.prefix_epoch_share`` < 1, that share of the
+    epoch's batches as a count (at least 1; batches are reshuffled every epoch, so each epoch
+    draws a new subset)."""
+    limit, share = cfg.train.limit_train_batches, float(cfg.train.prefix_epoch_share)
+    if dm.train_instances != "prefix" or share >= 1.0:
+        return limit
+    batches = math.ceil(len(dm.train_arrays["items"]) / int(cfg.train.batch_size))
+    return max(1, math.ceil(share * batches))
+
+
 def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str, denoiser: Denoiser | None = None) -> dict:
     loss = cfg.train.loss if cfg.train.loss != "auto" else backbone_cls.default_loss
     return {
@@ -346,7 +359,7 @@ def train_and_test(
         num_sanity_val_steps=0,
         deterministic=True,
         gradient_clip_val=float(cfg.train.gradient_clip) or None,
-        limit_train_batches=cfg.train.limit_train_batches,
+        limit_train_batches=train_batch_limit(cfg, dm),
         log_every_n_steps=1,
     )
     t0 = time.perf_counter()

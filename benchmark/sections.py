@@ -29,6 +29,9 @@ SETTING_KEYS = ("protocol", "train.max_epochs", "train.patience", "train.monitor
 IGNORED_KEYS = ("seed", "profile", "dataset.name", "dataset.root", "train.num_workers", "train.pin_memory",
                 "eval.batch_size", "eval.optimistic_ties")
 IGNORED_PREFIXES = ("logging.",)
+# Budget keys named in a variant's label whenever they differ from their default, even when no
+# peer differs: a row trained on part of each epoch must say so.
+BUDGET_DEFAULTS = {"train.limit_train_batches": 1.0, "train.prefix_epoch_share": 1.0}
 
 
 @dataclass
@@ -180,7 +183,8 @@ def _label(variants: list[Variant]) -> None:
         keys = sorted({k for v in group for k in v.config})
         varying = [k for k in keys if len({dump(v.config.get(k)) for v in group}) > 1]
         for v in group:
-            extra = ", ".join(f"{_short(k)}={fmt_value(v.config.get(k))}" for k in varying)
+            budget = [k for k, d in BUDGET_DEFAULTS.items() if k not in varying and k in v.config and v.config[k] != d]
+            extra = ", ".join(f"{_short(k)}={fmt_value(v.config.get(k))}" for k in sorted(varying + budget))
             v.label = f"{v.denoiser} ({extra})" if extra else v.denoiser
 
 

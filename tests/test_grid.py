@@ -153,12 +153,25 @@ def test_extra_overrides_change_run_ids_but_wandb_group_does_not(tmp_path):
     assert [c.run_id for c in expand(spec)] == base
 
 
+def test_denoiser_overrides_apply_only_to_that_denoisers_cells(tmp_path):
+    text = GRID + "denoiser_overrides:\n  semantic-outlier: [train.prefix_epoch_share=0.25]\n"
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", text)))
+    plain = expand(load_grid(write_grid(tmp_path / "p.yaml", GRID)))
+    outlier = [c for c in cells if c.denoiser == "semantic-outlier"]
+    assert outlier and all(c.compose().train.prefix_epoch_share == 0.25 for c in outlier)
+    assert all(c.compose().train.prefix_epoch_share == 1.0 for c in cells if c.denoiser == "none")
+    same = {c.run_id for c in plain} & {c.run_id for c in cells}
+    assert same == {c.run_id for c in cells if c.denoiser == "none"}  # only the overridden cells get new ids
+
+
 @pytest.mark.parametrize("text, key", [
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nbogus: 1\n", "bogus"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [nonesuch]\nseeds: [0]\n", "denoisers[0]"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n"
      "denoiser_params: {said: {alpha: [1]}}\n", "denoiser_params.said.alpha"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [zero]\n", "seeds"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n"
+     "denoiser_overrides: {said: train.lr}\n", "denoiser_overrides.said"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nnoise: [{kind: loud}]\n", "noise[0]"),
 ])
 def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):

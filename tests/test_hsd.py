@@ -326,3 +326,35 @@ def test_bert4rec_runs_by_transfer_from_the_native_backbone(tmp_path):
     assert result.protocol["denoised_eval_histories"] == "valid,test"
     for stage in ("valid", "test"):
         assert (tmp_path / result.run_id / "denoised" / stage / "decisions.npz").exists()
+
+
+def test_prefix_epoch_share_trains_hsd_on_that_share_of_the_batches(tmp_path):
+    from benchmark.config import compose
+    from benchmark.run import execute
+
+    small = ["dataset.synthetic.n_users=60", "dataset.synthetic.max_len=14", "dataset.max_len=14", "train.max_epochs=1",
+             "train.batch_size=64"]
+    full = execute(compose(backbone="sasrec", denoiser="hsd", dataset="synthetic", profile="smoke", overrides=small),
+                   runs_dir=tmp_path)
+    part = execute(compose(backbone="sasrec", denoiser="hsd", dataset="synthetic", profile="smoke",
+                           overrides=small + ["train.prefix_epoch_share=0.25"]), runs_dir=tmp_path)
+    batches = full.denoiser_report["train_steps"]
+    assert batches > 4
+    assert part.denoiser_report["train_steps"] == math.ceil(0.25 * batches)
+
+
+def test_prefix_epoch_share_leaves_other_instance_kinds_whole_and_a_second_limit_is_refused_at_compose():
+    from benchmark.config import compose
+    from benchmark.data.datamodule import SeqDataModule
+    from benchmark.run import train_batch_limit
+
+    split = loo_split([[1 + (u + t) % 9 for t in range(8)] for u in range(40)], 9)
+    cfg = compose(backbone="sasrec", dataset="synthetic", overrides=["train.prefix_epoch_share=0.5", "train.batch_size=16"])
+    prefix = SeqDataModule(split, max_len=6, train_instances="prefix", batch_size=16)
+    windows = SeqDataModule(split, max_len=6, train_instances="windows", batch_size=16)
+    n_batches = math.ceil(len(prefix.train_arrays["items"]) / 16)
+    assert train_batch_limit(cfg, prefix) == math.ceil(0.5 * n_batches)
+    assert train_batch_limit(cfg, windows) == 1.0
+    with pytest.raises(ConfigError, match="set one of them"):
+        compose(backbone="sasrec", dataset="synthetic",
+                overrides=["train.prefix_epoch_share=0.5", "train.limit_train_batches=0.5"])

@@ -172,6 +172,19 @@ def test_variants_separate_hyperparameters_and_sections_separate_noise(tmp_path)
     assert all(v.seeds == [0, 1, 2] for v in sections[0].variants)
 
 
+def test_a_variant_trained_on_part_of_each_epoch_says_so_in_its_label(tmp_path):
+    rows = []
+    for den, limit in (("none", None), ("hsd", 0.1)):
+        for seed in SEEDS:
+            res = result(0.0, "sasrec", den, None, seed, 0.2)
+            res["run_id"] += "b"
+            if limit is not None:
+                res["config"]["train"]["prefix_epoch_share"] = limit
+            rows.append(result_row(res, grid="fixture"))
+    labels = [v.label for v in build_sections(rows)["ml-100k"][0].variants]
+    assert labels == ["none", "hsd (train.prefix_epoch_share=0.1)"]
+
+
 def test_paper_table_shows_every_cell_the_paper_reports(tmp_path):
     build_store(tmp_path / "store")
     write_leaderboards(tmp_path / "store", tmp_path / "out")
