@@ -144,3 +144,15 @@ def test_results_query_names_unknown_columns(tmp_path):
     store.write(result_row(run_result()))
     with pytest.raises(UserError, match="did you mean seed"):
         query(store.scan(), ["sed=1"], None, ["test_ndcg@10"])
+
+
+def test_repeated_where_options_all_apply(tmp_path, capsys):
+    from benchmark.cli import main
+
+    store = ResultStore(tmp_path)
+    for seed in (0, 1):
+        store.write(result_row(run_result(f"so{seed}", seed=seed)))
+        store.write(result_row(run_result(f"no{seed}", seed=seed, denoiser="none")))
+    main(["results", "--store", str(tmp_path), "--where", "seed=1", "--where", "denoiser=none", "--metrics", "test_ndcg@10"])
+    out = capsys.readouterr().out
+    assert "no1" in out and "no0" not in out and "so1" not in out

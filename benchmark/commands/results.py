@@ -14,8 +14,9 @@ DEFAULT_LABELS = ["dataset.name", "noise_setting", "backbone.name", "denoiser.na
 def register(sub) -> None:
     p = sub.add_parser("results", help="query the result store: filter, group (mean ± std over seeds), CSV")
     p.add_argument("--store", default=DEFAULT_STORE, help=f"result store directory (default: {DEFAULT_STORE})")
-    p.add_argument("--where", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="keep rows whose column equals the value (compared as text), e.g. dataset=ml-100k seed=0")
+    p.add_argument("--where", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="keep rows whose column equals the value (compared as text), e.g. dataset=ml-100k seed=0; "
+                        "repeated --where options add up")
     p.add_argument("--group-by", default=None, help="comma-separated columns, e.g. backbone,denoiser")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric columns")
     p.add_argument("--failed", action="store_true", help="list failure records (run id, labels, error)")
