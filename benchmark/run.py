@@ -216,7 +216,8 @@ def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str, deno
         "train_instances": resolve_instances(cfg, backbone_cls, denoiser),
         "max_len": int(cfg.dataset.max_len),
         "seed": int(cfg.seed),
-        "early_stopping": f"{cfg.train.monitor} patience {cfg.train.patience}",
+        "early_stopping": f"{cfg.train.monitor} patience {cfg.train.patience}"
+                          + (f", not before epoch {int(cfg.train.min_epochs)}" if int(cfg.train.min_epochs) else ""),
         "denoiser_mode": mode,
     }
 

@@ -25,7 +25,7 @@ from benchmark.store import flatten
 
 SIGNIFICANCE = 0.05
 SETTING_PREFIXES = ("dataset.",)
-SETTING_KEYS = ("protocol", "train.max_epochs", "train.patience", "train.monitor", "eval.ks", "eval.exclude_history", "data_source")
+SETTING_KEYS = ("protocol", "train.max_epochs", "train.min_epochs", "train.patience", "train.monitor", "eval.ks", "eval.exclude_history", "data_source")
 IGNORED_KEYS = ("seed", "profile", "dataset.name", "dataset.root", "train.num_workers", "train.pin_memory",
                 "eval.batch_size", "eval.optimistic_ties")
 IGNORED_PREFIXES = ("logging.",)
