@@ -330,9 +330,10 @@ def render_failures(failures: list[dict]) -> list[str]:
 
 
 def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = (),
-                   failures: list[dict] = ()) -> str:
+                   failures: list[dict] = (), coverage: dict[str, tuple[int, int]] | None = None) -> str:
     """The dataset's Markdown; ``figures``: ``(file name, caption)`` of PNGs written beside it;
-    ``failures``: the dataset's failure rows from the store."""
+    ``failures``: the dataset's failure rows from the store; ``coverage``: see
+    :func:`provenance_lines`."""
     lines = [MARKER, f"# Leaderboard: {dataset}", "", LEGEND, ""]
     for s in sections:
         siblings = [t for t in sections if t.noise == s.noise]
@@ -374,17 +375,25 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
                   "The paper's headline metrics beside ours under the preset that states the paper's setup "
                   "(`bench list protocols`) and under `benchmark`; Δ = relative difference to the paper. A variant "
                   "tuned on validation counts with its chosen setting only.", "", *by_preset, ""]
-    lines += provenance_lines([r for s in sections for v in s.variants for r in v.runs.values()])
+    lines += provenance_lines([r for s in sections for v in s.variants for r in v.runs.values()], coverage)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
-def provenance_lines(rows: list[dict]) -> list[str]:
+def provenance_lines(rows: list[dict], coverage: dict[str, tuple[int, int]] | None = None) -> list[str]:
+    """Commands, grid files (with ``coverage``: grid file -> (cells of this dataset in the store,
+    cells of this dataset in the grid file as it is now)) and git commits of ``rows``."""
     def distinct(col: str) -> list[str]:
         return sorted({str(r.get(col)) for r in rows if r.get(col)})
 
+    def grid_line(g: str) -> str:
+        if coverage and g in coverage:
+            done, total = coverage[g]
+            return f"- `{g}`: {done} of its {total} cells for this dataset are in the store"
+        return f"- `{g}`"
+
     lines = ["## Provenance", "", "Commands that produced these rows:", ""]
     lines += [f"- `{c}`" for c in distinct("command")] or ["- (runs recorded without a command)"]
-    lines += ["", "Grid files:", ""] + ([f"- `{g}`" for g in distinct("grid_file")] or ["- (none)"])
+    lines += ["", "Grid files:", ""] + ([grid_line(g) for g in distinct("grid_file")] or ["- (none)"])
     lines += ["", "Git commits:", ""] + ([f"- `{c}`" for c in distinct("git_commit")] or ["- (unknown)"])
     lines += ["", "Regenerate with `bench leaderboard` (see leaderboards/README.md)."]
     return lines
@@ -460,6 +469,29 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], d
     return "\n".join(lines)
 
 
+def grid_coverage(grid_files: list[str], done_ids: set[str]) -> dict[str, dict[str, tuple[int, int]]]:
+    """dataset -> grid file -> (cells in ``done_ids``, cells) for the grid files that exist now
+    (paths as recorded: relative to the working directory, else to the repository). A grid file
+    edited since its rows ran counts against its current cells."""
+    from benchmark.config import ConfigError
+    from benchmark.grid import expand, load_grid
+
+    repo = Path(__file__).resolve().parent.parent
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for g in grid_files:
+        path = next((p for p in (Path(g), repo / g) if p.is_file()), None)
+        if path is None:
+            continue
+        try:
+            cells = expand(load_grid(path))
+        except (ConfigError, OSError, ValueError):
+            continue  # an unreadable grid file gets no count; the leaderboard itself does not depend on it
+        for ds in sorted({c.dataset for c in cells}):
+            mine = [c for c in cells if c.dataset == ds]
+            out.setdefault(ds, {})[g] = (sum(c.run_id in done_ids for c in mine), len(mine))
+    return out
+
+
 def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """Regenerate every leaderboard file from the store; remove generated files of datasets no
     longer in the store. Returns the written paths (sorted)."""
@@ -478,6 +510,7 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
             failed[name] = failed.get(name, 0) + 1
             failures.setdefault(name, []).append(r)
     by_dataset = build_sections(ok)
+    coverage = grid_coverage(sorted({str(r["grid_file"]) for r in ok if r.get("grid_file")}), {r["run_id"] for r in ok})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -485,7 +518,7 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
         md, cs = out / f"{dataset}.md", out / f"{dataset}.csv"
         figures = write_figures(dataset, sections, out)
         md.write_text(render_dataset(dataset, sections, [(path.name, caption) for path, caption in figures],
-                                     failures.get(dataset, [])))
+                                     failures.get(dataset, []), coverage.get(dataset)))
         cs.write_text(render_csv(sections))
         written += [md, cs, *(path for path, _ in figures)]
     index = out / "README.md"

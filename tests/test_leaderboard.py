@@ -331,3 +331,20 @@ def test_a_row_whose_seed_ran_into_the_epoch_cap_is_marked(tmp_path):
     rows = [ln for ln in (tmp_path / "out" / "ml-100k.md").read_text().splitlines() if ln.startswith("| sasrec |")]
     marked = {ln.split(" | ")[1] for ln in rows if " | 3 ‡ | " in ln}
     assert marked == {"none"}  # plain SASRec's seed 0 ran all 300 epochs; its hsd row stopped early
+
+
+def test_provenance_counts_how_many_of_a_grid_files_cells_are_in_the_store(tmp_path):
+    from benchmark.grid import expand, load_grid
+
+    grid = tmp_path / "part.yaml"
+    grid.write_text("datasets: [ml-100k]\nbackbones: [sasrec]\ndenoisers: [none, hsd]\nseeds: [0, 1]\n")
+    cells = expand(load_grid(grid))
+    assert len(cells) == 4
+    store = ResultStore(tmp_path / "store")
+    for cell in cells[:3]:
+        res = result(0.0, "sasrec", cell.denoiser, None, cell.seed, 0.2)
+        res["run_id"] = cell.run_id
+        store.write(result_row(res, grid="part", grid_file=str(grid), command=f"bench grid {grid}"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "ml-100k.md").read_text()
+    assert f"- `{grid}`: 3 of its 4 cells for this dataset are in the store" in text
