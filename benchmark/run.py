@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -89,6 +90,29 @@ class FitState(pl.Callback):
     def restore(self, state: dict) -> None:
         """Take over ``state`` (this callback's ``state_dict()`` of the checkpoint)."""
         raise NotImplementedError
+
+
+class EarlyStoppingAfterMinEpochs(pl.callbacks.EarlyStopping):
+    """Lightning's ``EarlyStopping`` with ``min_epochs`` meaning "no stop before epoch N".
+
+    Lightning keeps a stop signal raised during the first N epochs and acts on it as soon as N
+    epochs have run, even when the metric improved in between (a run with a plateau early on
+    stops at exactly N epochs). Here a patience stop raised before epoch N is withdrawn; the
+    patience count goes on, so the run stops at the first epoch >= N whose last ``patience``
+    checks brought no improvement."""
+
+    def __init__(self, min_epochs: int = 0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.min_epochs = int(min_epochs)
+
+    def _run_early_stopping_check(self, trainer) -> None:
+        raised_before = trainer.should_stop
+        super()._run_early_stopping_check(trainer)
+        too_early = trainer.current_epoch + 1 < self.min_epochs
+        if (trainer.should_stop and not raised_before and too_early
+                and self.stopping_reason == EarlyStoppingReason.PATIENCE_EXHAUSTED):
+            trainer.should_stop = False
+            self.stopped_epoch = 0
 
 
 class EpochRecorder(FitState):
@@ -336,7 +360,8 @@ def train_and_test(
     callbacks = [
         recorder,
         ResumePoint(),
-        pl.callbacks.EarlyStopping(monitor=watched, mode="max", patience=int(cfg.train.patience)),
+        EarlyStoppingAfterMinEpochs(min_epochs=int(cfg.train.min_epochs), monitor=watched, mode="max",
+                                    patience=int(cfg.train.patience)),
         pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=watched, mode="max",
                                      save_top_k=1, enable_version_counter=False),
         # after "best" (Lightning keeps checkpoint callbacks in this order, after all others), so

@@ -74,3 +74,53 @@ def test_run_records_its_torch_threads_and_the_load_it_ran_under(tmp_path, monke
     result = run_module.execute(cfg, runs_dir=tmp_path)
     assert result.timings["load_average_start"] == 1.5 and result.timings["load_average_end"] == 0.5
     assert result.timings["torch_threads"] == torch.get_num_threads()
+
+
+class _FakeStrategy:
+    @staticmethod
+    def reduce_boolean_decision(decision, all=True):  # noqa: A002 - Lightning's signature
+        return decision
+
+
+class _FakeTrainer:
+    def __init__(self):
+        self.should_stop, self.current_epoch, self.fast_dev_run = False, 0, False
+        self.callback_metrics, self.strategy = {}, _FakeStrategy()
+
+
+def _epochs_until_stop(callback, scores, max_epochs=None):
+    """Feed one validation score per epoch; the number of epochs run when the fit loop (which
+    stops on should_stop once min_epochs epochs ran) would end."""
+    import torch
+
+    trainer = _FakeTrainer()
+    for epoch, score in enumerate(scores[:max_epochs]):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {"valid/ndcg@10": torch.tensor(score)}
+        callback._run_early_stopping_check(trainer)
+        if trainer.should_stop and epoch + 1 >= callback.min_epochs:
+            return epoch + 1
+    return len(scores)
+
+
+def test_min_epochs_does_not_stop_a_run_that_improved_after_an_early_plateau():
+    from benchmark.run import EarlyStoppingAfterMinEpochs
+
+    # plateau for epochs 1-3 (patience 2 exhausted at epoch 3), then improving until epoch 6
+    scores = [0.1, 0.2, 0.2, 0.2, 0.3, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    stopper = EarlyStoppingAfterMinEpochs(min_epochs=5, monitor="valid/ndcg@10", mode="max", patience=2)
+    assert _epochs_until_stop(stopper, scores) == 9  # best at epoch 6, then two checks without gain
+    # Lightning's own EarlyStopping keeps the early signal and the loop acts on it at min_epochs
+    import pytorch_lightning as pl
+    plain = pl.callbacks.EarlyStopping(monitor="valid/ndcg@10", mode="max", patience=2)
+    plain.min_epochs = 5
+    assert _epochs_until_stop(plain, scores) == 5
+
+
+def test_min_epochs_still_stops_a_flat_run_as_soon_as_it_is_allowed():
+    from benchmark.run import EarlyStoppingAfterMinEpochs
+
+    stopper = EarlyStoppingAfterMinEpochs(min_epochs=5, monitor="valid/ndcg@10", mode="max", patience=2)
+    assert _epochs_until_stop(stopper, [0.1] * 12) == 5
+    without_min = EarlyStoppingAfterMinEpochs(min_epochs=0, monitor="valid/ndcg@10", mode="max", patience=2)
+    assert _epochs_until_stop(without_min, [0.1] * 12) == 3
