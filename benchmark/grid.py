@@ -140,6 +140,25 @@ def _err(path: str, key: str, msg: str) -> ConfigError:
     return ConfigError(f"{path}: key '{key}': {msg}")
 
 
+def _is_dotlist(value: Any) -> bool:
+    """A list of ``key=value`` override strings."""
+    return isinstance(value, list) and all(isinstance(o, str) and "=" in o for o in value)
+
+
+def _per_denoiser(raw: dict, key: str, path: str, entry: str) -> dict:
+    """``raw[key]`` (default empty), checked to be a mapping from registered denoiser names; its
+    entries are the caller's to check (``entry`` describes them in the error)."""
+    from benchmark.registry import DENOISERS
+
+    table = raw.get(key) or {}
+    if not isinstance(table, dict):
+        raise _err(path, key, f"expected a mapping denoiser -> {entry}")
+    for den in table:
+        if den not in DENOISERS.names():
+            raise _err(path, f"{key}.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
+    return table
+
+
 def _str_list(raw: dict, key: str, path: str, required: bool = True) -> list[str]:
     value = raw.get(key)
     if value is None:
@@ -183,7 +202,7 @@ def load_grid(path: str | Path) -> GridSpec:
         if entry["name"] not in DATASETS.names():
             raise _err(spath, f"datasets[{i}]", f"unknown dataset '{entry['name']}'; available: {', '.join(DATASETS.names())}")
         ov = entry.get("overrides", []) or []
-        if not isinstance(ov, list) or not all(isinstance(o, str) and "=" in o for o in ov):
+        if not _is_dotlist(ov):
             raise _err(spath, f"datasets[{i}].overrides", f"expected a list of key=value strings, got {ov!r}")
         datasets.append(DatasetEntry(entry["name"], tuple(ov)))
 
@@ -208,12 +227,8 @@ def load_grid(path: str | Path) -> GridSpec:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise _err(spath, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
 
-    params = raw.get("denoiser_params") or {}
-    if not isinstance(params, dict):
-        raise _err(spath, "denoiser_params", "expected a mapping denoiser -> {key: [values]}")
+    params = _per_denoiser(raw, "denoiser_params", spath, "{key: [values]}")
     for den, table in params.items():
-        if den not in DENOISERS.names():
-            raise _err(spath, f"denoiser_params.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
         fields = set(getattr(DENOISERS.get(den).Config, "__dataclass_fields__", {}))
         if not isinstance(table, dict):
             raise _err(spath, f"denoiser_params.{den}", "expected a mapping key -> list of values")
@@ -225,15 +240,11 @@ def load_grid(path: str | Path) -> GridSpec:
                 raise _err(spath, f"denoiser_params.{den}.{key}", f"expected a non-empty list of values, got {values!r}")
 
     overrides = raw.get("overrides") or []
-    if not isinstance(overrides, list) or not all(isinstance(o, str) and "=" in o for o in overrides):
+    if not _is_dotlist(overrides):
         raise _err(spath, "overrides", f"expected a list of key=value strings, got {overrides!r}")
-    den_overrides = raw.get("denoiser_overrides") or {}
-    if not isinstance(den_overrides, dict):
-        raise _err(spath, "denoiser_overrides", "expected a mapping denoiser -> [key=value, ...]")
+    den_overrides = _per_denoiser(raw, "denoiser_overrides", spath, "[key=value, ...]")
     for den, items in den_overrides.items():
-        if den not in DENOISERS.names():
-            raise _err(spath, f"denoiser_overrides.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
-        if not isinstance(items, list) or not all(isinstance(o, str) and "=" in o for o in items):
+        if not _is_dotlist(items):
             raise _err(spath, f"denoiser_overrides.{den}", f"expected a list of key=value strings, got {items!r}")
     profile = raw.get("profile")
     if profile is not None and not isinstance(profile, str):
