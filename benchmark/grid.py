@@ -19,7 +19,8 @@ A grid file (``configs/grids/<name>.yaml``) is plain YAML::
       hsd: [train.prefix_epoch_share=0.1]   # (e.g. a labelled budget for costly methods)
     seeds: [0, 1, 2]
     include:                     # optional: extra (backbone, denoiser) pairs, crossed with
-      - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them
+      - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them;
+      - {backbone: fmlp, denoiser: none, overrides: [train.prefix_epoch_share=0.1]}  # (own key=value)
     exclude:                     # optional: drop cells matching every given field
       - {backbone: caser, denoiser: steam}
 
@@ -260,9 +261,12 @@ def load_grid(path: str | Path) -> GridSpec:
         entries = raw.get(key) or []
         if not isinstance(entries, list):
             raise _err(spath, key, "expected a list of mappings with keys from " + ", ".join(sorted(_MATCH_KEYS)))
+        accepted = _MATCH_KEYS | {"overrides"} if key == "include" else _MATCH_KEYS
         for i, e in enumerate(entries):
-            if not isinstance(e, dict) or not e or set(e) - _MATCH_KEYS:
-                raise _err(spath, f"{key}[{i}]", f"expected a mapping with keys from {sorted(_MATCH_KEYS)}, got {e!r}")
+            if not isinstance(e, dict) or not e or set(e) - accepted:
+                raise _err(spath, f"{key}[{i}]", f"expected a mapping with keys from {sorted(accepted)}, got {e!r}")
+            if not _is_dotlist(e.get("overrides", [])):
+                raise _err(spath, f"{key}[{i}].overrides", f"expected a list of key=value strings, got {e['overrides']!r}")
             if key == "include" and not {"backbone", "denoiser"} <= set(e):
                 raise _err(spath, f"include[{i}]", "an include entry needs at least backbone and denoiser")
             if "backbone" in e and e["backbone"] not in BACKBONES.names():
@@ -325,13 +329,14 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
         nlabel = noise_label(noise)
         noise_ov = [f"dataset.noise.{k}={_dotvalue(v)}" for k, v in sorted(noise.items())]
         for backbone, denoiser, inc in pairs:
-            if inc is not None and not _matches({k: v for k, v in inc.items() if k not in ("backbone", "denoiser")},
+            if inc is not None and not _matches({k: v for k, v in inc.items() if k in _MATCH_KEYS - {"backbone", "denoiser"}},
                                                 ds.name, nlabel, backbone, denoiser, seed):
                 continue
+            own = list(inc.get("overrides", [])) if inc is not None else []
             if any(_matches(e, ds.name, nlabel, backbone, denoiser, seed) for e in spec.exclude):
                 continue
             for params in _param_grid(spec, denoiser):
-                overrides = [*spec.overrides, *ds.overrides, *noise_ov, *spec.denoiser_overrides.get(denoiser, []),
+                overrides = [*spec.overrides, *ds.overrides, *noise_ov, *spec.denoiser_overrides.get(denoiser, []), *own,
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
                              f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
                 cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,

@@ -164,6 +164,18 @@ def test_denoiser_overrides_apply_only_to_that_denoisers_cells(tmp_path):
     assert same == {c.run_id for c in cells if c.denoiser == "none"}  # only the overridden cells get new ids
 
 
+def test_include_overrides_apply_only_to_the_included_cells(tmp_path):
+    text = GRID.replace("{backbone: caser, denoiser: none, noise: {kind: none}}",
+                        "{backbone: caser, denoiser: none, noise: {kind: none}, overrides: [train.prefix_epoch_share=0.1]}")
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", text)))
+    plain = expand(load_grid(write_grid(tmp_path / "p.yaml", GRID)))
+    caser = [c for c in cells if c.backbone == "caser"]
+    assert len(caser) == 2 and all(c.compose().train.prefix_epoch_share == 0.1 for c in caser)
+    assert all(c.compose().train.prefix_epoch_share == 1.0 for c in cells if c.backbone != "caser")
+    changed = {c.run_id for c in cells} - {c.run_id for c in plain}
+    assert changed == {c.run_id for c in caser}  # the other cells keep their run ids
+
+
 @pytest.mark.parametrize("text, key", [
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nbogus: 1\n", "bogus"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [nonesuch]\nseeds: [0]\n", "denoisers[0]"),
@@ -173,6 +185,10 @@ def test_denoiser_overrides_apply_only_to_that_denoisers_cells(tmp_path):
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n"
      "denoiser_overrides: {said: train.lr}\n", "denoiser_overrides.said"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nnoise: [{kind: loud}]\n", "noise[0]"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
+     "include: [{backbone: caser, denoiser: none, overrides: train.lr}]\n", "include[0].overrides"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
+     "exclude: [{backbone: caser, overrides: [train.lr=0.1]}]\n", "exclude[0]"),
 ])
 def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):
     path = write_grid(tmp_path / "bad.yaml", text)
