@@ -1,7 +1,8 @@
 """The leaderboards' findings in plain words, generated from the same sections as the tables.
 
 For every dataset, noise setting and backbone of the ``benchmark`` preset: which denoisers raise
-or lower test NDCG@10 against the backbone's plain row, by how much, whether a paired t-test over
+or lower test NDCG@10 against the backbone's plain row (a method that is its own model, such as FMLP-Rec or
+DCRec, against the plain row of the backbone it modifies), by how much, whether a paired t-test over
 the shared seeds says p < 0.05, and what a training epoch costs against the plain one. Where a
 backbone and denoiser ran with several settings, only the one chosen on validation speaks (as in
 the tables). Nothing here is written by hand: the sentences change when the store does.
@@ -41,7 +42,16 @@ class Verdict:
         detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
         if self.cost is not None:
             detail.append(f"epoch ×{self.cost:.2f}")
-        return f"{self.variant.label} {self.stat.gain:+.1%} ({'; '.join(detail)})"
+        return f"{self.name} {self.stat.gain:+.1%} ({'; '.join(detail)})"
+
+    @property
+    def name(self) -> str:
+        """The denoiser's label, or for a standalone model's plain row the model's name with the
+        label's settings (``fmlp (train.prefix_epoch_share=0.1)``)."""
+        label = self.variant.label
+        if self.variant.denoiser == "none":
+            return self.variant.backbone + label[len("none"):]
+        return label
 
 
 def _cap_note(variant: Variant) -> list[str]:
@@ -70,9 +80,10 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
         stat = metric_stat(variant, column, base)
         if stat.gain is None:
             continue
-        out.setdefault(variant.backbone, []).append(Verdict(variant, stat, _epoch_cost(variant, base)))
+        # a standalone model (FMLP-Rec, DCRec) is listed with the backbone it is compared with
+        out.setdefault(base.backbone, []).append(Verdict(variant, stat, _epoch_cost(variant, base)))
     for rows in out.values():
-        rows.sort(key=lambda v: (-v.stat.gain, v.variant.label))
+        rows.sort(key=lambda v: (-v.stat.gain, v.name))
     return out
 
 

@@ -306,7 +306,8 @@ def _setting_title(section: Section, siblings: list[Section]) -> str:
 
 
 LEGEND = ("Cells: mean ± sample std over seeds (n = seeds); **bold** best, <u>underlined</u> second per backbone "
-          "(by the displayed mean); Δ = relative change of the mean against the backbone's `none` row; "
+          "(by the displayed mean); Δ = relative change of the mean against the backbone's `none` row (for a method "
+          "that is its own model, the `none` row of the backbone it modifies: FMLP-Rec and DCRec against SASRec); "
           f"† = paired t-test over the seeds both rows share, p < {SIGNIFICANCE} (scipy.stats.ttest_rel). "
           f"{CAPPED_MARK} after n = at least one seed was stopped by max_epochs, not by early stopping (its validation "
           "metric had improved within the last `patience` epochs): the row may be undertrained, and a Δ against it may "

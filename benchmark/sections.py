@@ -188,13 +188,29 @@ def _label(variants: list[Variant]) -> None:
             v.label = f"{v.denoiser} ({extra})" if extra else v.denoiser
 
 
-def baseline_of(variant: Variant, section: Section) -> Variant | None:
-    """The backbone's ``none`` variant matching ``variant`` outside the denoiser section (or the
-    only ``none`` variant of the backbone)."""
-    if variant.denoiser == "none":
+def compared_with(backbone: str) -> str | None:
+    """The backbone a standalone model (FMLP-Rec, DCRec) is compared with (its class's
+    ``compared_with``); None for ordinary backbones and for names no installed package registers."""
+    from benchmark.registry import BACKBONES, UnknownNameError
+
+    try:
+        return getattr(BACKBONES.get(backbone), "compared_with", None)
+    except UnknownNameError:
         return None
-    nones = [v for v in section.variants if v.backbone == variant.backbone and v.denoiser == "none"]
-    strip = lambda cfg: {k: x for k, x in cfg.items() if not k.startswith("denoiser.")}  # noqa: E731
+
+
+def baseline_of(variant: Variant, section: Section) -> Variant | None:
+    """The plain row ``variant`` is compared with: the backbone's ``none`` variant matching
+    ``variant`` outside the denoiser section (or the only ``none`` variant of the backbone). A
+    standalone model's own plain row is compared with the plain row of the backbone it modifies
+    (``compared_with``, e.g. FMLP-Rec and DCRec with SASRec); other plain rows have none."""
+    backbone, strip_prefixes = variant.backbone, ("denoiser.",)
+    if variant.denoiser == "none":
+        backbone, strip_prefixes = compared_with(variant.backbone), ("denoiser.", "backbone.", "train.")
+        if backbone is None:
+            return None
+    nones = [v for v in section.variants if v.backbone == backbone and v.denoiser == "none"]
+    strip = lambda cfg: {k: x for k, x in cfg.items() if not k.startswith(strip_prefixes)}  # noqa: E731
     exact = [v for v in nones if strip(v.config) == strip(variant.config)]
     if len(exact) == 1:
         return exact[0]

@@ -61,7 +61,8 @@ class SequentialRecommender(pl.LightningModule):
 
     Class attributes: ``Config`` (hyperparameter dataclass), ``default_loss``,
     ``default_instances`` (``all_positions`` | ``prefix`` | ``windows``), ``causal``
-    (prefix-causal hidden states), ``needs_user_ids``.
+    (prefix-causal hidden states), ``needs_user_ids``, ``compared_with`` (a method that is
+    its own model: the backbone it modifies, whose plain row its leaderboard Δ is against).
     """
 
     Config: ClassVar[type]
@@ -71,6 +72,7 @@ class SequentialRecommender(pl.LightningModule):
     supported_losses: ClassVar[tuple[str, ...]] = ("ce", "bpr", "bce_neg", "inbatch", "inbatch_tanh")
     # True when encode() works on batches narrower than max_len (leading all-padding slots dropped)
     accepts_trimmed_batches: ClassVar[bool] = False
+    compared_with: ClassVar[str | None] = None
 
     def __init__(
         self,

@@ -126,6 +126,7 @@ class DCRec(SequentialRecommender):
     default_instances = "prefix"
     causal = False
     supported_losses = ("ce",)
+    compared_with = "sasrec"  # its sequence view is a SASRec-sized Transformer
 
     def __init__(self, cfg: DCRecConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)

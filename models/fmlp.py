@@ -102,6 +102,7 @@ class FMLPRec(SequentialRecommender):
     Config = FMLPConfig
     default_instances = "prefix"
     causal = False
+    compared_with = "sasrec"  # SASRec with the learnable filter in place of self-attention
 
     def __init__(self, cfg: FMLPConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)

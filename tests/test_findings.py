@@ -54,3 +54,22 @@ def test_a_plain_row_that_ran_into_the_epoch_cap_is_called_possibly_undertrained
     assert "3 seeds; 1 of 3 seeds hit the epoch cap, so it may be undertrained" in line
     (other,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
     assert "epoch cap" not in other
+
+
+def test_a_standalone_model_is_compared_with_the_backbone_it_modifies(tmp_path):
+    from benchmark.store import result_row
+    from tests.test_leaderboard import _rows, result
+
+    store = build_store(tmp_path / "store")
+    for seed, ndcg in zip((0, 1, 2), (0.24, 0.26, 0.23)):  # plain SASRec: 0.20, 0.21, 0.19
+        row = result(0.0, "fmlp", "none", None, seed, ndcg)
+        row["run_id"] = f"fmlp{seed}"
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    rows = _rows((tmp_path / "out" / "ml-100k.md").read_text(), "clean")
+    assert rows["fmlp none"][-1] == "+21.7%"  # ΔNDCG@10: mean 0.2433 against SASRec's 0.20
+    assert rows["sasrec none"][-1] == "—" and rows["gru4rec none"][-1] == "—"
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
+    assert "fmlp +21.7% (p = 0.006" in line  # differences [0.04, 0.05, 0.04]: t = 13, df 2
+    assert not [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: fmlp**")]
