@@ -127,6 +127,10 @@ class DCRec(SequentialRecommender):
     causal = False
     supported_losses = ("ce",)
     compared_with = "sasrec"  # its sequence view is a SASRec-sized Transformer
+    # Leading all-padding slots are masked keys for every query, and only the last slot is read
+    # (graph views use the last item, conformity the length), so dropping them is exact; on
+    # Beauty (mean length 9 of 50 slots) a step is ~3x faster.
+    accepts_trimmed_batches = True
 
     def __init__(self, cfg: DCRecConfig, shape, train_cfg=None, eval_cfg=None, denoiser=None) -> None:
         super().__init__(cfg, shape, train_cfg, eval_cfg, denoiser)
