@@ -156,3 +156,34 @@ def test_repeated_where_options_all_apply(tmp_path, capsys):
     main(["results", "--store", str(tmp_path), "--where", "seed=1", "--where", "denoiser=none", "--metrics", "test_ndcg@10"])
     out = capsys.readouterr().out
     assert "no1" in out and "no0" not in out and "so1" not in out
+
+
+def test_drop_deletes_the_store_file_and_run_directory_of_only_the_named_runs(tmp_path, capsys):
+    from benchmark.cli import main
+
+    store, runs = ResultStore(tmp_path / "results"), tmp_path / "runs"
+    for rid in ("keep", "gone"):
+        store.write(result_row(run_result(rid)))
+        (runs / rid).mkdir(parents=True)
+        (runs / rid / "result.json").write_text("{}")
+    assert main(["results", "--store", str(store.directory), "--runs-dir", str(runs), "--drop", "gone"]) == 0
+    assert not store.path("gone").exists() and not (runs / "gone").exists()
+    assert store.path("keep").exists() and (runs / "keep" / "result.json").exists()
+    assert store.done_ids() == {"keep"}
+
+
+def test_drop_refuses_unknown_or_executing_runs_and_then_deletes_nothing(tmp_path, capsys):
+    from benchmark.cli import main
+    from benchmark.runlock import run_lock
+
+    store, runs = ResultStore(tmp_path / "results"), tmp_path / "runs"
+    for rid in ("a", "busy"):
+        store.write(result_row(run_result(rid)))
+        (runs / rid).mkdir(parents=True)
+    args = ["results", "--store", str(store.directory), "--runs-dir", str(runs), "--drop", "a"]
+    assert main(args + ["nosuchrun"]) == 2
+    assert "nosuchrun: no such run" in capsys.readouterr().err
+    with run_lock(runs / "busy"):
+        assert main(args + ["busy"]) == 2
+    assert "is executing in process" in capsys.readouterr().err
+    assert store.done_ids() == {"a", "busy"} and (runs / "a").is_dir()

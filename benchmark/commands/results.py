@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import difflib
+import shutil
+from pathlib import Path
 
 from benchmark.commands.grid import DEFAULT_STORE
 
@@ -22,6 +24,10 @@ def register(sub) -> None:
     p.add_argument("--failed", action="store_true", help="list failure records (run id, labels, error)")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--columns", action="store_true", help="list the store's columns and exit")
+    p.add_argument("--drop", nargs="+", default=None, metavar="RUN_ID",
+                   help="invalidate these runs so that the next `bench grid` reruns them: delete their store "
+                        "file and their run directory (a finished run's result.json would be re-imported)")
+    p.add_argument("--runs-dir", default="runs", help="run directories, for --drop (default: runs)")
     p.set_defaults(func=main)
 
 
@@ -65,6 +71,32 @@ def query(lf, where: list[str], group_by: list[str] | None, metrics: list[str], 
     return lf.select(["run_id", *labels, *metric_cols]).sort(["run_id"]).collect()
 
 
+def drop_runs(run_ids: list[str], store, runs_dir: Path) -> list[str]:
+    """Delete each run's store file and run directory; returns what was deleted.
+
+    Checks every id first and deletes nothing if one is unknown (in neither place) or is
+    running right now (another process holds its run directory's lock)."""
+    from benchmark.cli import UserError
+    from benchmark.runlock import lock_holder
+
+    for rid in run_ids:
+        if not (store.path(rid).exists() or (runs_dir / rid).is_dir()):
+            raise UserError(f"--drop {rid}: no such run (neither {store.path(rid)} nor {runs_dir / rid} exists)")
+        holder = lock_holder(runs_dir / rid)
+        if holder is not None:
+            raise UserError(f"--drop {rid}: the run is executing in process {holder.get('pid', '?')} on "
+                            f"{holder.get('host', '?')}; stop it first (nothing was deleted)")
+    deleted = []
+    for rid in run_ids:
+        if store.path(rid).exists():
+            store.path(rid).unlink()
+            deleted.append(str(store.path(rid)))
+        if (runs_dir / rid).is_dir():
+            shutil.rmtree(runs_dir / rid)
+            deleted.append(str(runs_dir / rid))
+    return deleted
+
+
 def main(args) -> int:
     import polars as pl
 
@@ -72,6 +104,10 @@ def main(args) -> int:
     from benchmark.store import ResultStore
 
     store = ResultStore(args.store)
+    if args.drop:
+        for path in drop_runs(args.drop, store, Path(args.runs_dir)):
+            print(f"deleted {path}")
+        return 0
     if not store.files():
         raise UserError(f"--store {args.store}: no results (*.parquet) there")
     lf = store.scan()
