@@ -89,6 +89,7 @@ class Cell:
     params: dict[str, Any]
     profile: str | None
     overrides: list[str]
+    own: tuple[str, ...] = ()  # the include entry's / denoiser's own overrides, shown in the label
 
     def compose(self):
         """The cell's resolved run config (``DictConfig``)."""
@@ -97,7 +98,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        params = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
+        params = ",".join([*(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items())), *self.own])
         den = f"{self.denoiser}({params})" if params else self.denoiser
         return f"{self.dataset} | {self.noise} | {self.backbone} | {den} | seed {self.seed}"
 
@@ -340,7 +341,8 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
                              f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
                 cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,
-                            seed=seed, noise=nlabel, params=params, profile=profile, overrides=overrides)
+                            seed=seed, noise=nlabel, params=params, profile=profile, overrides=overrides,
+                            own=(*spec.denoiser_overrides.get(denoiser, []), *own))
                 try:
                     cell.run_id = run_id(cell.compose())
                 except ConfigError as exc:
