@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, mean_of, metric_stat,
-                                 representative_variants)
+                                 representative_variants, section_title)
 
 
 @dataclass
@@ -87,7 +87,7 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
     return out
 
 
-def _backbone_line(section: Section, backbone: str, rows: list[Verdict]) -> str:
+def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdict]) -> str:
     metric = _metric(section)
     base = baseline_of(rows[0].variant, section)
     plain = mean_of(base, f"test_{metric}") if base else None
@@ -96,7 +96,7 @@ def _backbone_line(section: Section, backbone: str, rows: list[Verdict]) -> str:
     wins = [v for v in better if v.significant]
     cap = _cap_note(base)
     cap_text = f"; {cap[0]}, so it may be undertrained" if cap else ""
-    head = (f"- **{section.dataset}, {section.noise}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
+    head = (f"- **{section.dataset}, {title}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
             f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}{cap_text}): ")
     if wins:
         verdict = f"{len(wins)} of {len(rows)} denoisers are significantly better."
@@ -119,7 +119,7 @@ def findings_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
             if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
                 continue
             for backbone, rows in sorted(verdicts(section).items()):
-                lines.append(_backbone_line(section, backbone, rows))
+                lines.append(_backbone_line(section, section_title(section, by_dataset[dataset]), backbone, rows))
                 for v in rows:
                     key = ("better" if v.stat.gain > 0 else "worse") if v.significant else (
                         "neither" if v.tested else "untested")

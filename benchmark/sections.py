@@ -140,6 +140,17 @@ def fmt_value(value: Any) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def section_title(section: Section, sections: list[Section]) -> str:
+    """The section's noise setting, followed by the settings that tell it apart from the dataset's
+    other sections with that noise setting: ``clean — train.min_epochs=30``."""
+    siblings = [s for s in sections if s.noise == section.noise]
+    if len(siblings) < 2:
+        return section.noise
+    keys = sorted({k for s in siblings for k in s.setting})
+    varying = [k for k in keys if len({dump(s.setting.get(k)) for s in siblings}) > 1]
+    return section.noise + " — " + ", ".join(f"{k}={fmt_value(section.setting.get(k))}" for k in varying)
+
+
 def cell_identity(row: dict) -> str:
     """The configuration a store row ran, minus logging, with keys added since it ran set to their
     defaults: equal for a failed attempt and a later successful run of the same cell, even when

@@ -73,3 +73,22 @@ def test_a_standalone_model_is_compared_with_the_backbone_it_modifies(tmp_path):
     (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
     assert "fmlp +21.7% (p = 0.006" in line  # differences [0.04, 0.05, 0.04]: t = 13, df 2
     assert not [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: fmlp**")]
+
+
+def test_sections_that_share_a_noise_setting_are_told_apart_by_their_differing_setting(tmp_path):
+    from benchmark.store import result_row
+    from tests.test_leaderboard import result
+
+    store = build_store(tmp_path / "store")
+    for denoiser, ndcg in (("none", 0.30), ("hsd", 0.33)):  # a second training budget, one seed
+        row = result(0.0, "gru4rec", denoiser, None, 0, ndcg)
+        row["config"]["train"]["min_epochs"] = 30
+        row["run_id"] = f"min30{denoiser}"
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    heads = sorted(ln.split(":")[0] for ln in text.splitlines() if ln.startswith("- **ml-100k, clean"))
+    assert heads == ["- **ml-100k, clean — train.min_epochs=0", "- **ml-100k, clean — train.min_epochs=0",
+                     "- **ml-100k, clean — train.min_epochs=30"]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean — train.min_epochs=30: gru4rec**")]
+    assert "plain NDCG@10 0.3000, 1 seed" in line and "hsd +10.0% (1 seed, untested" in line
