@@ -212,7 +212,8 @@ def compared_with(backbone: str) -> str | None:
 
 def baseline_of(variant: Variant, section: Section) -> Variant | None:
     """The plain row ``variant`` is compared with: the backbone's ``none`` variant matching
-    ``variant`` outside the denoiser section (or the only ``none`` variant of the backbone). A
+    ``variant`` outside the denoiser section (else the only ``none`` variant of the backbone, else
+    the one whose ``train.train_instances`` setting is the variant's). A
     standalone model's own plain row is compared with the plain row of the backbone it modifies
     (``compared_with``, e.g. FMLP-Rec and DCRec with SASRec); other plain rows have none."""
     backbone, strip_prefixes = variant.backbone, ("denoiser.",)
@@ -225,7 +226,13 @@ def baseline_of(variant: Variant, section: Section) -> Variant | None:
     exact = [v for v in nones if strip(v.config) == strip(variant.config)]
     if len(exact) == 1:
         return exact[0]
-    return nones[0] if len(nones) == 1 else None
+    if len(nones) == 1:
+        return nones[0]
+    # several plain rows (e.g. a control trained on prefix instances beside the default one): the
+    # one whose training instances were chosen the way the variant's were
+    key = "train.train_instances"
+    same = [v for v in nones if v.config.get(key, "auto") == variant.config.get(key, "auto")]
+    return same[0] if len(same) == 1 else None
 
 
 @dataclass

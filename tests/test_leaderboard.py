@@ -163,6 +163,27 @@ def test_best_is_bold_and_second_underlined_per_backbone(tmp_path):
     assert rows["gru4rec hsd"][-1] == "+27.3%"  # ΔNDCG@10 vs gru4rec none (0.14 / 0.11)
 
 
+def test_a_plain_control_on_prefix_instances_does_not_displace_the_default_plain_row(tmp_path):
+    from benchmark.store import result_row
+
+    store = build_store(tmp_path / "store")
+    for seed, ndcg in zip(SEEDS, (0.05, 0.06, 0.07)):  # plain GRU4Rec trained like HSD: one instance per target
+        row = result(0.0, "gru4rec", "none", None, seed, ndcg)
+        row["config"]["train"].update(train_instances="prefix", prefix_epoch_share=0.1)
+        row["run_id"] = f"gruprefix{seed}"
+        store.write(result_row(row, grid="fixture"))
+        row = result(0.0, "gru4rec", "hsd", None, seed, 0.14)  # HSD on its budget (instances: auto)
+        row["config"]["train"].update(prefix_epoch_share=0.1)
+        row["run_id"] = f"gruhsdshare{seed}"
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    rows = _rows((tmp_path / "out" / "ml-100k.md").read_text(), "clean")
+    control = "gru4rec none (train.prefix_epoch_share=0.1, train.train_instances=prefix)"
+    assert rows[control][-1] == "—"
+    # matched to neither plain row exactly: compared with the one trained on default instances (0.11)
+    assert rows["gru4rec hsd (train.prefix_epoch_share=0.1)"][-1] == "+27.3%"
+
+
 def test_variants_separate_hyperparameters_and_sections_separate_noise(tmp_path):
     store = build_store(tmp_path / "store")
     sections = build_sections(store.frame("ok").to_dicts())["ml-100k"]
