@@ -185,6 +185,12 @@ def build_sections(rows: list[dict]) -> dict[str, list[Section]]:
     return out
 
 
+def _label_value(value: Any) -> str:
+    """A setting as a variant label shows it; an unset key (null: the denoiser's preset decides,
+    e.g. HSD's ``eval_decision``) reads ``default``, not ``null``."""
+    return "default" if value is None else fmt_value(value)
+
+
 def _label(variants: list[Variant]) -> None:
     """Name each variant: denoiser + the keys that differ among its (backbone, denoiser) peers."""
     peers: dict[tuple[str, str], list[Variant]] = {}
@@ -195,7 +201,7 @@ def _label(variants: list[Variant]) -> None:
         varying = [k for k in keys if len({dump(v.config.get(k)) for v in group}) > 1]
         for v in group:
             budget = [k for k, d in BUDGET_DEFAULTS.items() if k not in varying and k in v.config and v.config[k] != d]
-            extra = ", ".join(f"{_short(k)}={fmt_value(v.config.get(k))}" for k in sorted(varying + budget))
+            extra = ", ".join(f"{_short(k)}={_label_value(v.config.get(k))}" for k in sorted(varying + budget))
             v.label = f"{v.denoiser} ({extra})" if extra else v.denoiser
 
 

@@ -369,3 +369,15 @@ def test_provenance_counts_how_many_of_a_grid_files_cells_are_in_the_store(tmp_p
     write_leaderboards(tmp_path / "store", tmp_path / "out")
     text = (tmp_path / "out" / "ml-100k.md").read_text()
     assert f"- `{grid}`: 3 of its 4 cells for this dataset are in the store" in text
+
+
+def test_a_setting_left_to_the_preset_reads_default_in_the_label_beside_an_explicit_one():
+    rows = []
+    for decision in (None, "sample"):
+        for seed in SEEDS:
+            res = result(0.0, "sasrec", "hsd", None, seed, 0.2)
+            res["config"]["denoiser"]["eval_decision"] = decision
+            res["run_id"] += f"d{decision}"
+            rows.append(result_row(res, grid="fixture"))
+    labels = [v.label for v in build_sections(rows)["ml-100k"][0].variants]
+    assert labels == ["hsd (eval_decision=default)", "hsd (eval_decision=sample)"]
