@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, mean_of, metric_stat,
-                                 representative_variants, section_title)
+from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, instance_control_of, mean_of,
+                                 metric_stat, representative_variants, section_title, trained_instances)
 
 
 @dataclass
@@ -21,6 +21,8 @@ class Verdict:
     variant: Variant
     stat: Stat
     cost: float | None  # seconds per epoch over the plain backbone's
+    control: Variant | None = None  # plain backbone trained on the variant's instances (instance_control_of)
+    control_stat: Stat | None = None  # the variant against ``control``
 
     @property
     def tested(self) -> bool:
@@ -42,7 +44,20 @@ class Verdict:
         detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
         if self.cost is not None:
             detail.append(f"epoch ×{self.cost:.2f}")
+        if self.control is not None and self.control_stat is not None and self.control_stat.gain is not None:
+            detail.append(self._control_phrase())
         return f"{self.name} {self.stat.gain:+.1%} ({'; '.join(detail)})"
+
+    def _control_phrase(self) -> str:
+        """``against plain gru4rec on the same prefix instances (share 0.1): -24.0%, n.s., epoch ×3.22``"""
+        stat, control = self.control_stat, self.control
+        share = control.config.get("train.prefix_epoch_share", 1.0)
+        where = f"the same {trained_instances(control)} instances" + (f" (share {share:g})" if share != 1.0 else "")
+        evidence = (f"p = {stat.p:.3f}" if stat.p < SIGNIFICANCE else "n.s.") if stat.p is not None else (
+            f"{stat.n} shared seed{'s' if stat.n != 1 else ''}, untested")
+        cost = _epoch_cost(self.variant, control)
+        return (f"against plain {control.backbone} on {where}: {stat.gain:+.1%}, {evidence}"
+                + (f", epoch ×{cost:.2f}" if cost is not None else ""))
 
     @property
     def name(self) -> str:
@@ -81,7 +96,10 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
         if stat.gain is None:
             continue
         # a standalone model (FMLP-Rec, DCRec) is listed with the backbone it is compared with
-        out.setdefault(base.backbone, []).append(Verdict(variant, stat, _epoch_cost(variant, base)))
+        control = instance_control_of(variant, section)
+        control_stat = metric_stat(variant, column, control) if control is not None else None
+        out.setdefault(base.backbone, []).append(
+            Verdict(variant, stat, _epoch_cost(variant, base), control, control_stat))
     for rows in out.values():
         rows.sort(key=lambda v: (-v.stat.gain, v.name))
     return out
@@ -133,5 +151,7 @@ def findings_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
     intro = ("Generated from the tables (preset `benchmark`; where a denoiser ran with several settings, the one "
              "chosen on validation): the relative change of test NDCG@10 against the backbone's plain row, a paired "
              f"t-test over the shared seeds (p < {SIGNIFICANCE}, else n.s.), the mode when it is not joint "
-             "training, and seconds per training epoch against the plain backbone's.")
+             "training, and seconds per training epoch against the plain backbone's. Where the store holds a plain "
+             "backbone trained on the same instances as a denoiser (HSD and SSDRec: one instance per target), the "
+             "change against that control follows, separating the method from its training instances.")
     return ["## Findings", "", intro, "", summary, "", *lines, ""]

@@ -241,6 +241,35 @@ def baseline_of(variant: Variant, section: Section) -> Variant | None:
     return same[0] if len(same) == 1 else None
 
 
+def trained_instances(variant: Variant) -> str | None:
+    """How the variant's runs cut training instances (``windows`` or ``prefix``), as their
+    protocol records it after resolving ``train.train_instances=auto``; None when the rows do not
+    record it or their seeds disagree."""
+    kinds = set()
+    for row in variant.runs.values():
+        raw = row.get("protocol_json")
+        kinds.add(json.loads(raw).get("train_instances") if isinstance(raw, str) else None)
+    return kinds.pop() if len(kinds) == 1 else None
+
+
+def instance_control_of(variant: Variant, section: Section) -> Variant | None:
+    """A plain row of the variant's backbone, other than its baseline, trained on the instances
+    the variant trained on with the same ``train.prefix_epoch_share``: the control that separates
+    a denoiser's effect from its training instances (HSD and SSDRec train on one instance per
+    target, a plain backbone on windows). None when there is no such row or several."""
+    if variant.denoiser == "none":
+        return None
+    kind = trained_instances(variant)
+    if kind is None:
+        return None
+    base = baseline_of(variant, section)
+    share = variant.config.get("train.prefix_epoch_share", 1.0)
+    matches = [v for v in section.variants
+               if v.backbone == variant.backbone and v.denoiser == "none" and v is not base
+               and trained_instances(v) == kind and v.config.get("train.prefix_epoch_share", 1.0) == share]
+    return matches[0] if len(matches) == 1 else None
+
+
 @dataclass
 class Stat:
     mean: float | None

@@ -92,3 +92,30 @@ def test_sections_that_share_a_noise_setting_are_told_apart_by_their_differing_s
                      "- **ml-100k, clean — train.min_epochs=30"]
     (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean — train.min_epochs=30: gru4rec**")]
     assert "plain NDCG@10 0.3000, 1 seed" in line and "hsd +10.0% (1 seed, untested" in line
+
+
+def test_a_denoiser_is_also_compared_with_a_plain_backbone_trained_on_its_instances(tmp_path):
+    from benchmark.store import result_row
+    from tests.test_leaderboard import result
+
+    store = build_store(tmp_path / "store")
+    for seed, control, hsd in zip((0, 1, 2), (0.12, 0.14, 0.13), (0.16, 0.17, 0.15)):
+        for denoiser, ndcg in (("none", control), ("hsd", hsd)):
+            row = result(0.0, "gru4rec", denoiser, None, seed, ndcg)
+            row["config"]["train"]["prefix_epoch_share"] = 0.1
+            if denoiser == "none":
+                row["config"]["train"]["train_instances"] = "prefix"
+            row["protocol"]["train_instances"] = "prefix"  # what both resolved to
+            row["run_id"] = f"prefix{denoiser}{seed}"
+            store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    # against the default plain row (0.11): +45.5%; against the prefix control (0.13): differences
+    # [0.04, 0.03, 0.02], t = sqrt(27), p = 0.035
+    assert "hsd (train.prefix_epoch_share=0.1) +45.5% (p = " in line
+    # epoch seconds: HSD 2.5 + 0.1 * seed, the control 2.0 + 0.1 * seed -> 2.6 / 2.1
+    assert "against plain gru4rec on the same prefix instances (share 0.1): +23.1%, p = 0.035, epoch ×1.24)" in line
+    # rows trained on the default instances have no such control
+    (sasrec,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
+    assert "against plain" not in sasrec
