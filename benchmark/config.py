@@ -321,7 +321,7 @@ _NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory")
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
 OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL, ("train", "strategy"): "auto",
-                   ("train", "prefix_epoch_share"): 1.0}
+                   ("train", "prefix_epoch_share"): 1.0, ("denoiser", "decision_logits"): "sigmoid"}
 
 
 def added_key_defaults() -> dict:

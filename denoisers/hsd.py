@@ -51,6 +51,7 @@ class HSDConfig:
     preset: str = "benchmark"  # benchmark | reference (fills the keys left at null)
     eval_decision: str | None = None  # argmax | sample (hard Gumbel samples, reference)
     filter_zero_k: str | None = None  # none | reference (zero a row whose ⌊r·len⌋ = 0 while r > 0)
+    decision_logits: str = "sigmoid"  # sigmoid (reference: near-fair-coin samples) | raw (see HSDScorer)
     ae_dropout: float = 0.3  # our_ae_drop_out
     att_dropout: float = 0.2  # our_att_drop_out
     gumbel_temperature: float = 0.5
@@ -120,6 +121,8 @@ class HSD(Denoiser):
         c, where = self.cfg, f"denoiser '{self.registry_name}'"
         if self.eval_decision not in ("argmax", "sample"):
             raise ConfigError(f"{where}: eval_decision={self.eval_decision!r}; expected argmax or sample")
+        if c.decision_logits not in ("sigmoid", "raw"):
+            raise ConfigError(f"{where}: decision_logits={c.decision_logits!r}; expected sigmoid or raw")
         if self.filter_zero_k not in ("none", "reference"):
             raise ConfigError(f"{where}: filter_zero_k={self.filter_zero_k!r}; expected none or reference")
         for key in ("ae_dropout", "att_dropout", "curriculum_drop", "filter_rate"):
@@ -134,7 +137,8 @@ class HSD(Denoiser):
     def attach(self, model: "SequentialRecommender") -> None:
         self.n_items = model.n_items
         self.max_len = model.max_len
-        self.scorer = HSDScorer(model.embedding_size, model.max_len, model.shape.n_users, self.cfg.ae_dropout, self.cfg.att_dropout)
+        self.scorer = HSDScorer(model.embedding_size, model.max_len, model.shape.n_users, self.cfg.ae_dropout,
+                                self.cfg.att_dropout, self.cfg.decision_logits)
 
     @property
     def temperature(self) -> float:
@@ -241,6 +245,7 @@ class HSD(Denoiser):
 
     def report(self) -> dict:
         return {"preset": self.cfg.preset, "eval_decision": self.eval_decision, "filter_zero_k": self.filter_zero_k,
+                "decision_logits": self.cfg.decision_logits,
                 "final_temperature": self.temperature, "train_steps": int(self.train_steps),
                 "train_removed_per_epoch": [round(x, 5) for x in self.epoch_removed]}
 

@@ -21,7 +21,8 @@ from denoisers.seq_ops import hard_gumbel, zero_largest
 
 @dataclass
 class HSDScores:
-    """``seq`` and ``item``: 2-way scores ``[B, L, 2]`` (sigmoid outputs, index 1 = "noisy");
+    """``seq`` and ``item``: 2-way decision logits ``[B, L, 2]`` (index 1 = "noisy"; sigmoid
+    outputs in (0, 1) as in the reference, or the raw linear outputs, see ``HSDScorer``);
     ``rec``: per-sequence reconstruction loss ``[B]`` (None at inference)."""
 
     seq: torch.Tensor
@@ -43,10 +44,18 @@ class HSDScorer(nn.Module):
         max_len: L, slots per sequence.
         n_users: user ids are ``1..n_users`` (row 0 = padding).
         ae_dropout / att_dropout: the reference's ``our_ae_drop_out`` / ``our_att_drop_out``.
+        decision_logits: ``sigmoid`` (reference: the two-way scores pass through a sigmoid and
+            are then used as Gumbel-softmax logits, so a hard sample is "noisy" with probability
+            between σ(-1) = 0.27 and σ(1) = 0.73 whatever the model learns) or ``raw`` (the linear
+            outputs are the logits: decisions can become confident). Argmax decisions agree.
     """
 
-    def __init__(self, hidden: int, max_len: int, n_users: int, ae_dropout: float, att_dropout: float) -> None:
+    def __init__(self, hidden: int, max_len: int, n_users: int, ae_dropout: float, att_dropout: float,
+                 decision_logits: str = "sigmoid") -> None:
         super().__init__()
+        if decision_logits not in ("sigmoid", "raw"):
+            raise ValueError(f"HSD: decision_logits={decision_logits!r}; expected sigmoid or raw")
+        self.squash = decision_logits == "sigmoid"
         H, L = hidden, max_len
         self.hidden, self.max_len = H, L
         self.user_embedding = nn.Embedding(n_users + 1, H, padding_idx=0)
@@ -107,11 +116,12 @@ class HSDScorer(nn.Module):
             rec = ((dec * m - x_seq * m) ** 2).sum(dim=(1, 2)) / lengths.clamp(min=1).to(dec.dtype)
         mixed = self.conv(torch.stack((dec, x_seq), dim=-1)).squeeze(-1)  # [B, L, H]
         mixed = F.relu(self.ae_dropout(mixed))
-        s_seq = torch.sigmoid(self.seq_mlp(mixed)) * m
+        s_seq = self.seq_mlp(mixed)
+        s_seq = (torch.sigmoid(s_seq) if self.squash else s_seq) * m
         # item level: attention of every slot against the query
         f = self.att_dropout(self.slot_norm(x_item) * m) * m
         e = self.fc_e(torch.tanh(self.fc_u(f) * m + self.fc_v(query))) * m
-        s_item = torch.sigmoid(e)
+        s_item = torch.sigmoid(e) if self.squash else e
         return HSDScores(s_seq, s_item, rec)
 
     # ------------------------------------------------------------------ decisions

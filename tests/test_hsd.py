@@ -102,6 +102,36 @@ def test_curriculum_keeps_the_lowest_reconstruction_losses():
     assert keep.tolist() == [False, True, True, True, True]
 
 
+def _confident_scores(decision_logits: str):
+    """Scores of a scorer whose two-way heads say "noisy" by a wide margin on every slot."""
+    torch.manual_seed(0)
+    scorer = HSDScorer(4, 6, n_users=3, ae_dropout=0.0, att_dropout=0.0, decision_logits=decision_logits).eval()
+    with torch.no_grad():
+        for head in (scorer.seq_mlp, scorer.fc_e):
+            head.weight.zero_()
+        scorer.fc_v.bias.fill_(1.0)  # tanh(...) > 0 on every slot
+        scorer.fc_e.weight[1].fill_(5.0)  # item-level noisy logit - clean logit = 5 * sum(tanh) > 0
+        scorer.conv.weight.zero_()
+        scorer.conv.bias.fill_(1.0)  # mixed = relu(1) = 1 everywhere
+        scorer.seq_mlp.weight[1].fill_(5.0)  # sequence-level margin 5 * H = 20
+        x, mask = torch.randn(2, 6, 4), torch.ones(2, 6)
+        return scorer(x, x, mask, mask.sum(1), torch.randn(2, 1, 4), reconstruct=False)
+
+
+def test_reference_sigmoid_logits_keep_sampled_decisions_near_a_fair_coin_and_raw_logits_do_not():
+    gen = torch.Generator().manual_seed(0)
+    rates = {}
+    for kind in ("sigmoid", "raw"):
+        scores = _confident_scores(kind)
+        votes = torch.stack([HSDScorer.noisy_votes(scores, True, 0.5, gen) for _ in range(400)])
+        rates[kind] = votes.mean().item()
+        assert HSDScorer.noisy_votes(scores, False, 0.5).eq(1).all()  # argmax: every slot noisy either way
+    # sigmoid scores in (0, 1) as logits: each vote is noisy with probability <= σ(1) = 0.731,
+    # both votes <= 0.534; raw margins of 20 make both votes noisy almost surely
+    assert rates["sigmoid"] < 0.6
+    assert rates["raw"] > 0.99
+
+
 # ---------------------------------------------------------------------- loss filter
 def _filter_inputs():
     torch.manual_seed(0)
@@ -224,7 +254,8 @@ def test_reference_preset_switches_to_sampled_decisions_and_row_zeroing():
     assert HSD(HSDConfig()).eval_decision == "argmax"
 
 
-@pytest.mark.parametrize("override", [{"preset": "paper"}, {"eval_decision": "mode"}, {"ae_dropout": 1.5}])
+@pytest.mark.parametrize("override", [{"preset": "paper"}, {"eval_decision": "mode"}, {"ae_dropout": 1.5},
+                                      {"decision_logits": "softmax"}])
 def test_bad_configuration_is_rejected_with_the_key(override):
     with pytest.raises(ConfigError, match=next(iter(override))):
         HSD(HSDConfig(**override))
