@@ -34,17 +34,12 @@ class Verdict:
 
     def phrase(self) -> str:
         """``said-hard +14.1% (p = 0.003)``, ``steam +0.5% (n.s.)``, ``fmlp +3.0% (1 seed)``."""
-        if self.significant:
-            evidence = f"p = {self.stat.p:.3f}"
-        elif self.tested:
-            evidence = "n.s."
-        else:
-            evidence = f"{self.stat.n} seed{'s' if self.stat.n != 1 else ''}, untested"
+        evidence = _evidence(self.stat, "seed")
         mode = self.variant.mode
         detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
         if self.cost is not None:
             detail.append(f"epoch ×{self.cost:.2f}")
-        if self.control is not None and self.control_stat is not None and self.control_stat.gain is not None:
+        if self.control_stat is not None and self.control_stat.gain is not None:
             detail.append(self._control_phrase())
         return f"{self.name} {self.stat.gain:+.1%} ({'; '.join(detail)})"
 
@@ -53,8 +48,7 @@ class Verdict:
         stat, control = self.control_stat, self.control
         share = control.config.get("train.prefix_epoch_share", 1.0)
         where = f"the same {trained_instances(control)} instances" + (f" (share {share:g})" if share != 1.0 else "")
-        evidence = (f"p = {stat.p:.3f}" if stat.p < SIGNIFICANCE else "n.s.") if stat.p is not None else (
-            f"{stat.n} shared seed{'s' if stat.n != 1 else ''}, untested")
+        evidence = _evidence(stat, "shared seed")
         cost = _epoch_cost(self.variant, control)
         return (f"against plain {control.backbone} on {where}: {stat.gain:+.1%}, {evidence}"
                 + (f", epoch ×{cost:.2f}" if cost is not None else ""))
@@ -67,6 +61,14 @@ class Verdict:
         if self.variant.denoiser == "none":
             return self.variant.backbone + label[len("none"):]
         return label
+
+
+def _evidence(stat: Stat, unit: str) -> str:
+    """``p = 0.003`` when the paired t-test is significant, ``n.s.`` when not, ``1 seed, untested``
+    when too few seeds are shared for a test."""
+    if stat.p is None:
+        return f"{stat.n} {unit}{'s' if stat.n != 1 else ''}, untested"
+    return f"p = {stat.p:.3f}" if stat.p < SIGNIFICANCE else "n.s."
 
 
 def _cap_note(variant: Variant) -> list[str]:
@@ -96,7 +98,7 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
         if stat.gain is None:
             continue
         # a standalone model (FMLP-Rec, DCRec) is listed with the backbone it is compared with
-        control = instance_control_of(variant, section)
+        control = instance_control_of(variant, section, base)
         control_stat = metric_stat(variant, column, control) if control is not None else None
         out.setdefault(base.backbone, []).append(
             Verdict(variant, stat, _epoch_cost(variant, base), control, control_stat))

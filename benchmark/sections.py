@@ -252,8 +252,9 @@ def trained_instances(variant: Variant) -> str | None:
     return kinds.pop() if len(kinds) == 1 else None
 
 
-def instance_control_of(variant: Variant, section: Section) -> Variant | None:
-    """A plain row of the variant's backbone, other than its baseline, trained on the instances
+def instance_control_of(variant: Variant, section: Section, base: Variant | None) -> Variant | None:
+    """A plain row of the variant's backbone, other than its baseline ``base``
+    (:func:`baseline_of`), trained on the instances
     the variant trained on with the same ``train.prefix_epoch_share``: the control that separates
     a denoiser's effect from its training instances (HSD and SSDRec train on one instance per
     target, a plain backbone on windows). None when there is no such row or several."""
@@ -262,7 +263,6 @@ def instance_control_of(variant: Variant, section: Section) -> Variant | None:
     kind = trained_instances(variant)
     if kind is None:
         return None
-    base = baseline_of(variant, section)
     share = variant.config.get("train.prefix_epoch_share", 1.0)
     matches = [v for v in section.variants
                if v.backbone == variant.backbone and v.denoiser == "none" and v is not base

@@ -34,7 +34,8 @@ from benchmark.data.instances import build_train_tensors
 from benchmark.data.sequences import DenoisedSequences, Sequences
 from benchmark.registry import DENOISERS
 from denoisers.base import Denoiser, StepContext
-from denoisers.hsd_scorer import HSDScorer, HSDScores, curriculum_drop, curriculum_keep, gumbel_temperature
+from denoisers.hsd_scorer import (DECISION_LOGITS, HSDScorer, HSDScores, curriculum_drop, curriculum_keep,
+                                  gumbel_temperature)
 from denoisers.seq_ops import compact_right, left_to_right
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,7 @@ class HSD(Denoiser):
         c, where = self.cfg, f"denoiser '{self.registry_name}'"
         if self.eval_decision not in ("argmax", "sample"):
             raise ConfigError(f"{where}: eval_decision={self.eval_decision!r}; expected argmax or sample")
-        if c.decision_logits not in ("sigmoid", "raw"):
+        if c.decision_logits not in DECISION_LOGITS:
             raise ConfigError(f"{where}: decision_logits={c.decision_logits!r}; expected sigmoid or raw")
         if self.filter_zero_k not in ("none", "reference"):
             raise ConfigError(f"{where}: filter_zero_k={self.filter_zero_k!r}; expected none or reference")

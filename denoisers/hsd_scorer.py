@@ -19,6 +19,9 @@ from torch import nn
 from denoisers.seq_ops import hard_gumbel, zero_largest
 
 
+DECISION_LOGITS = ("sigmoid", "raw")
+
+
 @dataclass
 class HSDScores:
     """``seq`` and ``item``: 2-way decision logits ``[B, L, 2]`` (index 1 = "noisy"; sigmoid
@@ -53,7 +56,7 @@ class HSDScorer(nn.Module):
     def __init__(self, hidden: int, max_len: int, n_users: int, ae_dropout: float, att_dropout: float,
                  decision_logits: str = "sigmoid") -> None:
         super().__init__()
-        if decision_logits not in ("sigmoid", "raw"):
+        if decision_logits not in DECISION_LOGITS:
             raise ValueError(f"HSD: decision_logits={decision_logits!r}; expected sigmoid or raw")
         self.squash = decision_logits == "sigmoid"
         H, L = hidden, max_len
