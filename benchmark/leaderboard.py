@@ -196,10 +196,11 @@ def ours_by_preset(ref: PaperResult, sections: list[Section]) -> dict[str, Varia
     """For a paper cell, our matching variant under the paper's preset and under ``benchmark``
     (same dataset and noise; the paper's split for its preset). Where a backbone and denoiser ran
     with several settings in one section, only the one chosen on validation counts; among
-    sections, an exact denoiser match beats a variant of it (``iadsr-reference`` for IADSR),
-    then more seeds win."""
+    sections, an exact denoiser match beats a variant of it (``iadsr-reference`` for IADSR), then
+    a row on the protocol's own training instances beats a control on other instances
+    (``train.train_instances`` set), then more seeds win."""
     wanted = {PAPER_PRESET[ref.paper], DEFAULT_PROTOCOL}
-    best: dict[str, tuple[tuple[bool, int], Variant]] = {}
+    best: dict[str, tuple[tuple[bool, bool, int], Variant]] = {}
     for s in sections:
         preset = _preset_of(s)
         if s.noise != ref.noise or preset not in wanted or (preset != DEFAULT_PROTOCOL and _split_of(s) != ref.split):
@@ -207,7 +208,7 @@ def ours_by_preset(ref: PaperResult, sections: list[Section]) -> dict[str, Varia
         for v in representative_variants(s):
             if not _matches(v, ref.ours):
                 continue
-            rank = (v.denoiser == ref.ours[1], len(v.runs))
+            rank = (v.denoiser == ref.ours[1], v.config.get("train.train_instances", "auto") == "auto", len(v.runs))
             if preset not in best or rank > best[preset][0]:
                 best[preset] = (rank, v)
     return {preset: v for preset, (_, v) in best.items()}

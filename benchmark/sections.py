@@ -312,14 +312,16 @@ class Choice:
 
 
 def chosen_on_validation(section: Section) -> list[Choice]:
-    """Per (backbone, denoiser) with at least two variants: the variant with the highest mean
-    validation value of the monitored metric. Only variants that ran every seed any of them ran
-    compete (a mean over fewer seeds is not comparable); ties go to the first label in sort
-    order. Test metrics play no part."""
+    """Per (backbone, denoiser, training instances) with at least two variants: the variant with
+    the highest mean validation value of the monitored metric. Rows trained on other instances
+    (a plain backbone on prefix instances, the control of :func:`instance_control_of`) are another
+    protocol, not another setting, so they do not compete. Only variants that ran every seed any
+    of them ran compete (a mean over fewer seeds is not comparable); ties go to the first label in
+    sort order. Test metrics play no part."""
     column = monitor_column(section)
-    groups: dict[tuple[str, str], list[Variant]] = {}
+    groups: dict[tuple[str, str, str | None], list[Variant]] = {}
     for v in section.variants:
-        groups.setdefault((v.backbone, v.denoiser), []).append(v)
+        groups.setdefault((v.backbone, v.denoiser, trained_instances(v)), []).append(v)
     out = []
     for group in groups.values():
         if len(group) < 2:

@@ -184,6 +184,26 @@ def test_a_plain_control_on_prefix_instances_does_not_displace_the_default_plain
     assert rows["gru4rec hsd (train.prefix_epoch_share=0.1)"][-1] == "+27.3%"
 
 
+def test_a_plain_control_on_other_instances_is_not_a_setting_chosen_on_validation(tmp_path):
+    from benchmark.store import result_row
+
+    store = build_store(tmp_path / "store")
+    for seed in SEEDS:  # a control on prefix instances that beats the default plain row on validation
+        row = result(0.0, "gru4rec", "none", None, seed, 0.30)
+        row["config"]["train"].update(train_instances="prefix", prefix_epoch_share=0.1)
+        row["protocol"]["train_instances"] = "prefix"
+        row["run_id"] = f"gruprefix{seed}"
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    clean = md.split("## clean\n", 1)[1].split("\n## ", 1)[0]
+    chosen = clean.split("### Hyperparameters chosen on validation", 1)[1].split("###", 1)[0]
+    assert "| gru4rec | none |" not in chosen
+    by_preset = md.split("## Paper vs ours, by protocol preset", 1)[1].split("\n## ", 1)[0]
+    base = next(line for line in by_preset.splitlines() if line.startswith("| GRU4Rec / base |") and "NDCG@10" in line)
+    assert "| 0.1100 (3) |" in base  # the default plain row (0.10, 0.11, 0.12), not the control's 0.30
+
+
 def test_variants_separate_hyperparameters_and_sections_separate_noise(tmp_path):
     store = build_store(tmp_path / "store")
     sections = build_sections(store.frame("ok").to_dicts())["ml-100k"]
