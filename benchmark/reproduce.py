@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from benchmark.config import ConfigError, compose, run_id
 from benchmark.store import STATUS_OK, ResultStore, result_row
@@ -99,16 +99,14 @@ def compare_rows(stored: dict, rerun: dict, atol: float = 0.0) -> Comparison:
     return Comparison(str(stored["run_id"]), both, diffs, sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys()))
 
 
-def reproduce(store: ResultStore, rid: str, runs_dir: Path, atol: float = 0.0,
-              executor: Callable | None = None) -> Comparison:
-    """Train cell ``rid`` again from its stored config in ``runs_dir`` (a fresh directory: a
-    finished run directory there would be reused, not re-run) and compare with the stored row."""
+def rerun_and_compare(row: dict, cfg, runs_dir: Path, atol: float = 0.0) -> Comparison:
+    """Train the stored cell ``row`` again from ``cfg`` (:func:`config_of` of it) in ``runs_dir``
+    (a fresh directory: a finished run directory there would be reused, not re-run) and compare
+    with the stored row."""
     from benchmark.run import execute
 
-    row = stored_row(store, rid)
-    cfg = config_of(row)
     cfg.logging.wandb = "disabled"  # not part of the run id; a rerun is no new W&B run
-    result = (executor or execute)(cfg, runs_dir=runs_dir, force=True)
+    result = execute(cfg, runs_dir=runs_dir, force=True)
     return compare_rows(row, result_row(result.to_json()), atol)
 
 

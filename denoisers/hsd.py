@@ -123,7 +123,8 @@ class HSD(Denoiser):
         if self.eval_decision not in ("argmax", "sample"):
             raise ConfigError(f"{where}: eval_decision={self.eval_decision!r}; expected argmax or sample")
         if c.decision_logits not in DECISION_LOGITS:
-            raise ConfigError(f"{where}: decision_logits={c.decision_logits!r}; expected sigmoid or raw")
+            raise ConfigError(f"{where}: decision_logits={c.decision_logits!r}; "
+                              f"expected {' or '.join(DECISION_LOGITS)}")
         if self.filter_zero_k not in ("none", "reference"):
             raise ConfigError(f"{where}: filter_zero_k={self.filter_zero_k!r}; expected none or reference")
         for key in ("ae_dropout", "att_dropout", "curriculum_drop", "filter_rate"):

@@ -57,7 +57,7 @@ class HSDScorer(nn.Module):
                  decision_logits: str = "sigmoid") -> None:
         super().__init__()
         if decision_logits not in DECISION_LOGITS:
-            raise ValueError(f"HSD: decision_logits={decision_logits!r}; expected sigmoid or raw")
+            raise ValueError(f"HSD: decision_logits={decision_logits!r}; expected {' or '.join(DECISION_LOGITS)}")
         self.squash = decision_logits == "sigmoid"
         H, L = hidden, max_len
         self.hidden, self.max_len = H, L

@@ -23,19 +23,18 @@ def main(args) -> int:
     from pathlib import Path
 
     from benchmark.cli import UserError
-    from benchmark.reproduce import ReproduceError, config_of, render, reproduce, stored_row
+    from benchmark.reproduce import ReproduceError, config_of, render, rerun_and_compare, stored_row
     from benchmark.store import ResultStore
 
     store = ResultStore(args.store)
     try:  # check every id before training any
-        for rid in args.run_ids:
-            config_of(stored_row(store, rid))
+        cells = [(row, config_of(row)) for row in (stored_row(store, rid) for rid in args.run_ids)]
     except ReproduceError as exc:
         raise UserError(str(exc)) from exc
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="bench-reproduce-"))
     failed = 0
-    for rid in args.run_ids:
-        comparison = reproduce(store, rid, runs_dir, atol=args.atol)
+    for row, cfg in cells:
+        comparison = rerun_and_compare(row, cfg, runs_dir, atol=args.atol)
         print(render(comparison), flush=True)
         failed += not comparison.identical
     print(f"{len(args.run_ids) - failed} of {len(args.run_ids)} runs reproduced (run directories under {runs_dir})")
