@@ -18,6 +18,7 @@ from benchmark.figures import write_figures
 from benchmark.paper_numbers import (HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS, PaperResult,
                                      results_for)
 from benchmark.findings import findings_lines
+from benchmark.paper_gaps import GapExplanation, evidence_variant, load_gaps
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, build_sections, cell_identity,
                                 chosen_on_validation, dump, fmt_value, mean_of, metric_stat,
@@ -245,6 +246,48 @@ def render_paper_by_preset(dataset: str, sections: list[Section]) -> list[str]:
     return _table(header, rows, ["---", "---", "---", "---:", "---:", "---:", "---:", "---:"]) if rows else []
 
 
+def _mean_rel_diff(v: Variant | None, ref: PaperResult, metrics: list[str]) -> str:
+    """Mean over ``metrics`` of |ours − paper| / paper (ours = mean over seeds)."""
+    rel = []
+    for m in metrics:
+        ours, paper = (mean_of(v, f"test_{m}") if v is not None else None), ref.metrics.get(m)
+        if ours is not None and paper:
+            rel.append(abs(ours - paper) / paper)
+    return f"{sum(rel) / len(rel):.1%}" if rel else "—"
+
+
+def render_gaps(dataset: str, sections: list[Section], gaps: list[GapExplanation]) -> list[str]:
+    """One block per explanation in ``configs/paper_gaps.yaml`` for this dataset: the mechanism,
+    the experiment's command, and per paper cell the paper's numbers beside the experiment's
+    (mean over seeds) with the mean relative difference over the metrics both report, and the
+    same difference for our `benchmark` row of the cell."""
+    lines: list[str] = []
+    for gap in gaps:
+        if gap.dataset != dataset:
+            continue
+        refs = [r for r in PAPER_RESULTS if gap.covers(r) and r.ours is not None]
+        where = ", ".join(f"{k}={v}" for k, v in gap.where)
+        lines += [f"**{_esc(gap.paper)} {gap.table}: {_esc(', '.join(gap.rows))}.** {_esc(gap.why)} "
+                  f"Experiment: `bench grid {gap.grid}` (its rows: {_esc(where)}).", ""]
+        metrics = [m for m in dict.fromkeys(m for r in refs for m in r.metrics) if any(r.metrics.get(m) for r in refs)]
+        rows = []
+        for ref in refs:
+            v = evidence_variant(gap, ref, sections, _matches)
+            if v is None:
+                rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), "not in the store", "0",
+                             *(f"{_f4(ref.metrics.get(m))} / —" for m in metrics), "—",
+                             _mean_rel_diff(ours_by_preset(ref, sections).get(DEFAULT_PROTOCOL), ref, metrics)])
+                continue
+            cells = [f"{_f4(ref.metrics.get(m))} / {_f4(mean_of(v, f'test_{m}'))}" for m in metrics]
+            rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), _esc(f"{v.backbone} / {v.label}"),
+                         str(len(v.runs)), *cells, _mean_rel_diff(v, ref, metrics),
+                         _mean_rel_diff(ours_by_preset(ref, sections).get(DEFAULT_PROTOCOL), ref, metrics)])
+        header = ["paper row", "ours, experiment", "n", *(f"{_metric_title(m)} paper / ours" for m in metrics),
+                  "mean abs. rel. diff.", "same, benchmark"]
+        lines += [*_table(header, rows, ["---", "---", "---:"] + ["---:"] * (len(metrics) + 2)), ""]
+    return lines
+
+
 def render_timing(section: Section) -> list[str]:
     header = ["backbone", "denoiser", "n", "s/epoch", "× none", "epochs", "fit s", "denoise s", "load/core"]
     rows = []
@@ -324,10 +367,12 @@ def render_failures(failures: list[dict]) -> list[str]:
 
 
 def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = (),
-                   failures: list[dict] = (), coverage: dict[str, tuple[int, int]] | None = None) -> str:
+                   failures: list[dict] = (), coverage: dict[str, tuple[int, int]] | None = None,
+                   gaps: list[GapExplanation] = ()) -> str:
     """The dataset's Markdown; ``figures``: ``(file name, caption)`` of PNGs written beside it;
     ``failures``: the dataset's failure rows from the store; ``coverage``: see
-    :func:`provenance_lines`."""
+    :func:`provenance_lines`; ``gaps``: explanations of paper-vs-ours gaps
+    (:mod:`benchmark.paper_gaps`)."""
     lines = [MARKER, f"# Leaderboard: {dataset}", "", LEGEND, ""]
     for s in sections:
         title = section_title(s, sections)
@@ -368,6 +413,12 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
                   "The paper's headline metrics beside ours under the preset that states the paper's setup "
                   "(`bench list protocols`) and under `benchmark`; Δ = relative difference to the paper. A variant "
                   "tuned on validation counts with its chosen setting only.", "", *by_preset, ""]
+    explained = render_gaps(dataset, sections, list(gaps))
+    if explained:
+        lines += ["## Gaps to the papers, explained", "",
+                  "Each explanation names a mechanism and the experiment that tests it (`configs/paper_gaps.yaml`): "
+                  "the experiment's rows (mean over seeds) beside the paper's numbers. An explanation holds where "
+                  "they agree within seed noise.", "", *explained]
     lines += provenance_lines([r for s in sections for v in s.variants for r in v.runs.values()], coverage)
     return "\n".join(lines).rstrip("\n") + "\n"
 
@@ -436,8 +487,10 @@ def _user_weight_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
             f"exist on the machine that produced these tables); with weights, one line runs it: {runs}.", ""]
 
 
-def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], detection: list[str] = ()) -> str:
-    """The index; ``detection``: names of ``bench detect`` reports found beside the leaderboards."""
+def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], detection: list[str] = (),
+                 gaps: list[GapExplanation] = ()) -> str:
+    """The index; ``detection``: names of ``bench detect`` reports found beside the leaderboards;
+    ``gaps``: paper-gap explanations (linked for the datasets in the store)."""
     lines = [MARKER, "# Leaderboards", "",
              "Generated from the result store by `bench leaderboard [--store DIR] [--out leaderboards/]`; "
              "never edit by hand. Each file ends with the commands, grid files and git commits of its rows.", ""]
@@ -458,6 +511,11 @@ def render_index(by_dataset: dict[str, list[Section]], failed: dict[str, int], d
         links = ", ".join(f"[{name}]({name})" for name in detection)
         lines += [f"Noise detection without training: {links} (written by `bench detect`, not from the store; "
                   "each names its command).", ""]
+    explained = sorted({g.dataset for g in gaps} & set(by_dataset))
+    if explained:
+        links = ", ".join(f"[{d}.md]({d}.md#gaps-to-the-papers-explained)" for d in explained)
+        lines += [f"Gaps between a paper's numbers and ours traced to a mechanism, each with the experiment that "
+                  f"tests it (`configs/paper_gaps.yaml`): {links}.", ""]
     lines += findings_lines(by_dataset)
     return "\n".join(lines)
 
@@ -485,9 +543,11 @@ def grid_coverage(grid_files: list[str], done_ids: set[str]) -> dict[str, dict[s
     return out
 
 
-def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]:
+def write_leaderboards(store_dir: str | Path, out_dir: str | Path, gaps: list[GapExplanation] | None = None) -> list[Path]:
     """Regenerate every leaderboard file from the store; remove generated files of datasets no
-    longer in the store. Returns the written paths (sorted)."""
+    longer in the store. ``gaps``: paper-gap explanations (default: ``configs/paper_gaps.yaml``).
+    Returns the written paths (sorted)."""
+    gaps = load_gaps() if gaps is None else gaps
     store = ResultStore(store_dir)
     frame = store.frame()
     all_rows = frame.to_dicts() if frame.height else []
@@ -511,11 +571,11 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path) -> list[Path]
         md, cs = out / f"{dataset}.md", out / f"{dataset}.csv"
         figures = write_figures(dataset, sections, out)
         md.write_text(render_dataset(dataset, sections, [(path.name, caption) for path, caption in figures],
-                                     failures.get(dataset, []), coverage.get(dataset)))
+                                     failures.get(dataset, []), coverage.get(dataset), gaps))
         cs.write_text(render_csv(sections))
         written += [md, cs, *(path for path, _ in figures)]
     index = out / "README.md"
-    index.write_text(render_index(by_dataset, failed, sorted(p.name for p in out.glob("detection-*.md"))))
+    index.write_text(render_index(by_dataset, failed, sorted(p.name for p in out.glob("detection-*.md")), gaps))
     written.append(index)
     for old in sorted(out.glob("*.md")):
         if old not in written and old.read_text().startswith(MARKER):
