@@ -20,6 +20,7 @@ from denoisers.seq_ops import hard_gumbel, zero_largest
 
 
 DECISION_LOGITS = ("sigmoid", "raw")
+DECISIONS = ("sample", "argmax", "most_likely")  # how "noisy" votes are drawn (HSDScorer.noisy_votes)
 
 
 @dataclass
@@ -130,16 +131,27 @@ class HSDScorer(nn.Module):
     # ------------------------------------------------------------------ decisions
     @staticmethod
     def noisy_votes(
-        scores: HSDScores, stochastic: bool, tau: float, generator: torch.Generator | None = None
+        scores: HSDScores, decision: str, tau: float, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """``[B, L]`` float "noisy" votes (1 = drop), before masking.
+        """``[B, L]`` float "noisy" votes (1 = drop), before masking. ``decision`` (one of
+        :data:`DECISIONS`):
 
-        ``stochastic``: product of the two hard Gumbel samples' class-1 entries (straight-through
-        gradient, the reference); otherwise the product of the two argmax decisions."""
-        if stochastic:
+        - ``sample``: product of the two hard Gumbel samples' class-1 entries (straight-through
+          gradient; training, and the reference's evaluation). A slot is dropped with probability
+          ``P = softmax(item)[1] · softmax(seq)[1]`` (:meth:`HSDScores.noise_probability`).
+        - ``argmax``: product of the two per-scorer argmax decisions. Not the likelier outcome of
+          the sampled decision: two scorers at 0.6 each drop every such slot, while a sample
+          drops it with probability 0.36.
+        - ``most_likely``: drop iff ``P > 0.5``, the likelier outcome of the sampled decision the
+          backbone was trained with (a subset of ``argmax``'s drops)."""
+        if decision == "sample":
             g_item = hard_gumbel(scores.item, tau, generator)[..., 1]
             g_seq = hard_gumbel(scores.seq, tau, generator)[..., 1]
             return g_item * g_seq
+        if decision == "most_likely":
+            return (scores.noise_probability() > 0.5).to(scores.item.dtype)
+        if decision != "argmax":
+            raise ValueError(f"HSD: decision={decision!r}; expected one of {', '.join(DECISIONS)}")
         item = (scores.item[..., 1] > scores.item[..., 0]).to(scores.item.dtype)
         seq = (scores.seq[..., 1] > scores.seq[..., 0]).to(scores.seq.dtype)
         return item * seq

@@ -11,7 +11,7 @@ from benchmark.config import ConfigError
 from benchmark.resources import Resources
 from denoisers.base import StepContext
 from denoisers.hsd import HSD, HSDConfig
-from denoisers.hsd_scorer import HSDScorer, curriculum_drop, curriculum_keep, gumbel_temperature
+from denoisers.hsd_scorer import HSDScorer, HSDScores, curriculum_drop, curriculum_keep, gumbel_temperature
 from denoisers.seq_ops import compact_right, hard_gumbel, insert_two, left_to_right, zero_largest
 from models.base import ModelShape
 from models.sasrec import SASRec, SASRecConfig
@@ -123,13 +123,29 @@ def test_reference_sigmoid_logits_keep_sampled_decisions_near_a_fair_coin_and_ra
     rates = {}
     for kind in ("sigmoid", "raw"):
         scores = _confident_scores(kind)
-        votes = torch.stack([HSDScorer.noisy_votes(scores, True, 0.5, gen) for _ in range(400)])
+        votes = torch.stack([HSDScorer.noisy_votes(scores, "sample", 0.5, gen) for _ in range(400)])
         rates[kind] = votes.mean().item()
-        assert HSDScorer.noisy_votes(scores, False, 0.5).eq(1).all()  # argmax: every slot noisy either way
+        assert HSDScorer.noisy_votes(scores, "argmax", 0.5).eq(1).all()  # argmax: every slot noisy either way
     # sigmoid scores in (0, 1) as logits: each vote is noisy with probability <= σ(1) = 0.731,
     # both votes <= 0.534; raw margins of 20 make both votes noisy almost surely
     assert rates["sigmoid"] < 0.6
     assert rates["raw"] > 0.99
+
+
+def test_most_likely_drops_a_slot_iff_the_sampled_decision_drops_it_more_often_than_not():
+    # item-level noisy probabilities 0.6 / 0.9 / 0.9 / 0.3, sequence-level 0.6 / 0.9 / 0.5 / 0.9:
+    # P(both sampled votes noisy) = 0.36 / 0.81 / 0.45 / 0.27
+    p_item, p_seq = torch.tensor([[0.6, 0.9, 0.9, 0.3]]), torch.tensor([[0.6, 0.9, 0.5, 0.9]])
+    logits = lambda p: torch.stack([torch.log1p(-p), torch.log(p)], -1)  # noqa: E731  softmax(.)[1] = p
+    scores = HSDScores(seq=logits(p_seq), item=logits(p_item), rec=None)
+    assert torch.allclose(scores.noise_probability(), p_item * p_seq)
+    assert HSDScorer.noisy_votes(scores, "most_likely", 0.5).tolist() == [[0.0, 1.0, 0.0, 0.0]]
+    assert HSDScorer.noisy_votes(scores, "argmax", 0.5).tolist() == [[1.0, 1.0, 0.0, 0.0]]  # 0.6 x 0.6 dropped
+    gen = torch.Generator().manual_seed(0)
+    sampled = torch.stack([HSDScorer.noisy_votes(scores, "sample", 0.5, gen) for _ in range(4000)]).mean(0)
+    assert torch.allclose(sampled, p_item * p_seq, atol=0.03)
+    with pytest.raises(ValueError, match="most_likely"):
+        HSDScorer.noisy_votes(scores, "mode", 0.5)
 
 
 # ---------------------------------------------------------------------- loss filter
@@ -210,7 +226,7 @@ def test_all_positions_targets_raise_a_clear_error():
         model.training_step(batch, 0)
 
 
-@pytest.mark.parametrize("decision", ["argmax", "sample"])
+@pytest.mark.parametrize("decision", ["argmax", "most_likely", "sample"])
 def test_exported_decisions_are_deterministic(decision):
     split, den, model = _model(HSDConfig(eval_decision=decision))
     a = den.export(model, split.train)
