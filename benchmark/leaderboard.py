@@ -21,7 +21,7 @@ from benchmark.findings import findings_lines
 from benchmark.paper_gaps import GapExplanation, evidence_variant, load_gaps
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, build_sections, cell_identity,
-                                chosen_on_validation, dump, fmt_value, mean_of, metric_stat,
+                                chosen_on_validation, dump, fmt_value, matches_cell, mean_of, metric_stat,
                                 representative_variants, section_title)
 from benchmark.store import STATUS_OK, ResultStore, flatten
 
@@ -161,13 +161,9 @@ def render_detection(section: Section) -> list[str]:
     return _table(header, rows, ["---", "---", "---:"] + ["---:"] * len(cols))
 
 
-def _matches(variant: Variant, ours: tuple[str, str]) -> bool:
-    return variant.backbone == ours[0] and (variant.denoiser == ours[1] or variant.denoiser.startswith(ours[1] + "-"))
-
-
 def render_paper(section: Section, stats: dict) -> list[str]:
     refs = results_for(section.dataset, section.noise, str(section.setting.get("dataset.split", "loo")))
-    pairs = [(r, i, v) for r in refs if r.ours for i, v in enumerate(section.variants) if _matches(v, r.ours)]
+    pairs = [(r, i, v) for r in refs if r.ours for i, v in enumerate(section.variants) if matches_cell(v, r.ours)]
     if not pairs:
         return []
     metrics = []
@@ -207,7 +203,7 @@ def ours_by_preset(ref: PaperResult, sections: list[Section]) -> dict[str, Varia
         if s.noise != ref.noise or preset not in wanted or (preset != DEFAULT_PROTOCOL and _split_of(s) != ref.split):
             continue
         for v in representative_variants(s):
-            if not _matches(v, ref.ours):
+            if not matches_cell(v, ref.ours):
                 continue
             rank = (v.denoiser == ref.ours[1], v.config.get("train.train_instances", "auto") == "auto", len(v.runs))
             if preset not in best or rank > best[preset][0]:
@@ -272,7 +268,7 @@ def render_gaps(dataset: str, sections: list[Section], gaps: list[GapExplanation
         metrics = [m for m in dict.fromkeys(m for r in refs for m in r.metrics) if any(r.metrics.get(m) for r in refs)]
         rows = []
         for ref in refs:
-            v = evidence_variant(gap, ref, sections, _matches)
+            v = evidence_variant(gap, ref, sections)
             if v is None:
                 rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), "not in the store", "0",
                              *(f"{_f4(ref.metrics.get(m))} / —" for m in metrics), "—",

@@ -18,7 +18,7 @@ import yaml
 
 from benchmark.config import CONFIG_DIR, ConfigError
 from benchmark.paper_numbers import PAPER_RESULTS, PaperResult
-from benchmark.sections import Section, Variant, representative_variants
+from benchmark.sections import Section, Variant, matches_cell, representative_variants
 from benchmark.store import flatten
 
 GAPS_FILE = CONFIG_DIR / "paper_gaps.yaml"
@@ -78,8 +78,7 @@ def load_gaps(path: str | Path = GAPS_FILE) -> list[GapExplanation]:
     return out
 
 
-def evidence_variant(gap: GapExplanation, ref: PaperResult, sections: list[Section],
-                     matches) -> Variant | None:
+def evidence_variant(gap: GapExplanation, ref: PaperResult, sections: list[Section]) -> Variant | None:
     """The experiment's variant for one paper cell: a representative variant (the validation
     choice where several settings ran) of the cell's backbone and denoiser, in a section of the
     paper's noise setting, whose rows all satisfy ``gap.where``; the one with most seeds."""
@@ -88,7 +87,7 @@ def evidence_variant(gap: GapExplanation, ref: PaperResult, sections: list[Secti
         if s.noise != ref.noise:
             continue
         for v in representative_variants(s):
-            if not matches(v, ref.ours) or not all(gap.selects(r) for r in v.runs.values()):
+            if not matches_cell(v, ref.ours) or not all(gap.selects(r) for r in v.runs.values()):
                 continue
             if best is None or len(v.runs) > len(best.runs):
                 best = v

@@ -336,6 +336,13 @@ def chosen_on_validation(section: Section) -> list[Choice]:
     return out
 
 
+def matches_cell(variant: Variant, cell: tuple[str, str]) -> bool:
+    """Whether a variant is a paper cell's ``(backbone, denoiser)``: the denoiser itself or a
+    preset of it (``iadsr-reference`` for ``iadsr``)."""
+    backbone, denoiser = cell
+    return variant.backbone == backbone and (variant.denoiser == denoiser or variant.denoiser.startswith(denoiser + "-"))
+
+
 def representative_variants(section: Section) -> list[Variant]:
     """The section's variants minus those a validation choice passed over (where a backbone and
     denoiser ran with several settings, only :func:`chosen_on_validation`'s pick stays)."""
