@@ -48,6 +48,10 @@ from denoisers.seq_ops import compact_right, left_to_right
 if TYPE_CHECKING:  # pragma: no cover
     from models.base import SequentialRecommender
 
+# shares of the exported (training-history) slots, recorded in the run's denoiser report: what
+# each scorer's argmax calls noisy, what argmax / most_likely drop, what a sample drops on average
+DECISION_RATES = ("item_noisy", "seq_noisy", "argmax_drops", "most_likely_drops", "sample_drops_expected")
+
 PRESETS = {
     "benchmark": {"eval_decision": "argmax", "filter_zero_k": "none"},
     "reference": {"eval_decision": "sample", "filter_zero_k": "reference"},
@@ -124,6 +128,7 @@ class HSD(Denoiser):
         self.max_len = 0
         self._stats = {"removed": 0.0, "slots": 0.0}
         self.epoch_removed: list[float] = []  # share of real input slots dropped, per training epoch
+        self.export_decision_rates: dict[str, float] | None = None  # first export (training histories)
 
     def _validate(self) -> None:
         c, where = self.cfg, f"denoiser '{self.registry_name}'"
@@ -256,9 +261,21 @@ class HSD(Denoiser):
         return {"preset": self.cfg.preset, "eval_decision": self.eval_decision, "filter_zero_k": self.filter_zero_k,
                 "decision_logits": self.cfg.decision_logits,
                 "final_temperature": self.temperature, "train_steps": int(self.train_steps),
-                "train_removed_per_epoch": [round(x, 5) for x in self.epoch_removed]}
+                "train_removed_per_epoch": [round(x, 5) for x in self.epoch_removed],
+                "export_decision_rates": self.export_decision_rates}
 
     # ------------------------------------------------------------------ export
+    @staticmethod
+    def _decision_counts(scores: HSDScores, mask: torch.Tensor) -> torch.Tensor:
+        """Counts over the real slots of one batch (float64 ``[len(DECISION_RATES) + 1]``, the
+        last entry = slots): how many each scorer's argmax calls noisy, how many each
+        deterministic rule drops, and the expected number a sampled decision drops."""
+        item = (scores.item[..., 1] > scores.item[..., 0]).to(mask.dtype)
+        seq = (scores.seq[..., 1] > scores.seq[..., 0]).to(mask.dtype)
+        counts = [item, seq, item * seq, (scores.noise_probability() > 0.5).to(mask.dtype),
+                  scores.noise_probability(), torch.ones_like(mask)]
+        return torch.stack([(c * mask).sum().double() for c in counts]).cpu()
+
     def export_cache(self, model) -> dict:
         """Per-export precomputation (SSDRec: the graph-enhanced item table)."""
         return {}
@@ -281,6 +298,7 @@ class HSD(Denoiser):
         seed = self.cfg.export_seed if self.cfg.export_seed is not None else getattr(self.resources, "seed", 0)
         gen = torch.Generator(device=device).manual_seed(int(seed))
         cache = self.export_cache(model)
+        rates = torch.zeros(len(DECISION_RATES) + 1, dtype=torch.float64)  # DECISION_RATES counts, slots
         n = len(arrays["items"])
         bs = self.cfg.export_batch_size
         for start in range(0, n, bs):  # loop over batches, not rows
@@ -291,11 +309,15 @@ class HSD(Denoiser):
             query = self.scorer.user_embedding(users).unsqueeze(1)
             scores = self.scorer(view.x_seq, view.x_item, view.mask, view.lengths, query, reconstruct=False)
             noisy = self.scorer.noisy_votes(scores, self.eval_decision, self.temperature, gen) * view.mask
+            rates += self._decision_counts(scores, view.mask)
             pos = left_to_right(positions, view.lengths)
             real = pos >= 0
             flat = pos[real].cpu().numpy()
             keep[flat] = (noisy[real] < 0.5).cpu().numpy()
             score[flat] = scores.noise_probability()[real].float().cpu().numpy()
         model.train(was_training)
+        if self.export_decision_rates is None:
+            total = max(float(rates[-1]), 1.0)
+            self.export_decision_rates = {k: round(float(c) / total, 5) for k, c in zip(DECISION_RATES, rates)}
         return DenoisedSequences(sequences, keep, score=score, meta={"method": self.registry_name,
                                                                       "eval_decision": self.eval_decision})

@@ -235,6 +235,23 @@ def test_exported_decisions_are_deterministic(decision):
     assert a.keep.shape == split.train.items.shape
 
 
+@pytest.mark.parametrize("decision", ["argmax", "most_likely"])
+def test_the_report_records_what_each_decision_rule_drops_at_export(decision):
+    split, den, model = _model(HSDConfig(eval_decision=decision))
+    with torch.no_grad():  # push both scorers towards "noisy" so that the rules disagree
+        den.scorer.seq_mlp.weight[1].add_(0.5)
+        den.scorer.fc_e.weight[1].add_(0.5)
+    out = den.export(model, split.train)
+    rates = den.report()["export_decision_rates"]
+    dropped = 1.0 - out.keep.mean()
+    assert rates[f"{decision}_drops"] == pytest.approx(dropped, abs=1e-5)  # the rule the run used
+    assert rates["most_likely_drops"] <= rates["argmax_drops"] <= min(rates["item_noisy"], rates["seq_noisy"])
+    assert 0.0 < rates["sample_drops_expected"] < 1.0
+    assert rates["most_likely_drops"] < rates["argmax_drops"]  # the fixture makes the rules disagree
+    den.export(model, split.train)
+    assert den.report()["export_decision_rates"] is rates  # the first export (training histories) is kept
+
+
 def test_argmax_evaluation_is_deterministic_and_sampling_follows_the_rng():
     _, den, model = _model()
     model.eval()
