@@ -195,7 +195,9 @@ def ours_by_preset(ref: PaperResult, sections: list[Section]) -> dict[str, Varia
     with several settings in one section, only the one chosen on validation counts; among
     sections, an exact denoiser match beats a variant of it (``iadsr-reference`` for IADSR), then
     a row on the protocol's own training instances beats a control on other instances
-    (``train.train_instances`` set), then more seeds win."""
+    (``train.train_instances`` set), then more seeds win. A row of the method itself on
+    instances set by hand is a control or a gap experiment (:mod:`benchmark.paper_gaps`),
+    never the preset's row."""
     wanted = {PAPER_PRESET[ref.paper], DEFAULT_PROTOCOL}
     best: dict[str, tuple[tuple[bool, bool, int], Variant]] = {}
     for s in sections:
@@ -205,7 +207,10 @@ def ours_by_preset(ref: PaperResult, sections: list[Section]) -> dict[str, Varia
         for v in representative_variants(s):
             if not matches_cell(v, ref.ours):
                 continue
-            rank = (v.denoiser == ref.ours[1], v.config.get("train.train_instances", "auto") == "auto", len(v.runs))
+            own_instances = v.config.get("train.train_instances", "auto") == "auto"
+            if v.denoiser == ref.ours[1] and not own_instances:
+                continue
+            rank = (v.denoiser == ref.ours[1], own_instances, len(v.runs))
             if preset not in best or rank > best[preset][0]:
                 best[preset] = (rank, v)
     return {preset: v for preset, (_, v) in best.items()}

@@ -89,3 +89,14 @@ def test_the_index_links_the_explanations_of_datasets_in_the_store(tmp_path):
     by_dataset = build_sections([_row("auto", "benchmark", s, 0.06) for s in (0, 1, 2)])
     assert "[ml-100k.md](ml-100k.md#gaps-to-the-papers-explained)" in render_index(by_dataset, {}, [], gap)
     assert "gaps-to-the-papers-explained" not in render_index(by_dataset, {}, [], [])
+
+
+def test_a_gap_experiment_on_hand_set_instances_is_not_the_presets_row_in_paper_vs_ours(tmp_path):
+    from benchmark.leaderboard import ours_by_preset
+
+    ref = next(r for r in PAPER_RESULTS if r.dataset == "ml-100k" and r.ours == ("sasrec", "none"))
+    experiment = [_row("last_only", "iadsr-paper", s, 0.015) for s in (0, 1, 2)]
+    sections = build_sections(experiment + [_row("auto", "benchmark", s, 0.06) for s in (0, 1, 2)])["ml-100k"]
+    assert set(ours_by_preset(ref, sections)) == {"benchmark"}  # the one-instance rows stay in their section
+    sections = build_sections(experiment + [_row("auto", "iadsr-paper", 0, 0.05)])["ml-100k"]
+    assert ours_by_preset(ref, sections)["iadsr-paper"].values("test_ndcg@10") == {0: 0.05}
