@@ -274,15 +274,13 @@ def render_gaps(dataset: str, sections: list[Section], gaps: list[GapExplanation
         rows = []
         for ref in refs:
             v = evidence_variant(gap, ref, sections)
-            if v is None:
-                rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), "not in the store", "0",
-                             *(f"{_f4(ref.metrics.get(m))} / —" for m in metrics), "—",
-                             _mean_rel_diff(ours_by_preset(ref, sections).get(DEFAULT_PROTOCOL), ref, metrics)])
-                continue
-            cells = [f"{_f4(ref.metrics.get(m))} / {_f4(mean_of(v, f'test_{m}'))}" for m in metrics]
-            rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), _esc(f"{v.backbone} / {v.label}"),
-                         str(len(v.runs)), *cells, _mean_rel_diff(v, ref, metrics),
-                         _mean_rel_diff(ours_by_preset(ref, sections).get(DEFAULT_PROTOCOL), ref, metrics)])
+            bench = _mean_rel_diff(ours_by_preset(ref, sections).get(DEFAULT_PROTOCOL), ref, metrics)
+            ours = ([_esc(f"{v.backbone} / {v.label}"), str(len(v.runs))] if v is not None
+                    else ["not in the store", "0"])
+            cells = [f"{_f4(ref.metrics.get(m))} / {_f4(mean_of(v, f'test_{m}') if v is not None else None)}"
+                     for m in metrics]
+            rows.append([_esc(f"{ref.backbone_label} / {ref.method_label}"), *ours, *cells,
+                         _mean_rel_diff(v, ref, metrics), bench])
         header = ["paper row", "ours, experiment", "n", *(f"{_metric_title(m)} paper / ours" for m in metrics),
                   "mean abs. rel. diff.", "same, benchmark"]
         lines += [*_table(header, rows, ["---", "---", "---:"] + ["---:"] * (len(metrics) + 2)), ""]

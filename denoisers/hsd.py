@@ -270,10 +270,9 @@ class HSD(Denoiser):
         """Counts over the real slots of one batch (float64 ``[len(DECISION_RATES) + 1]``, the
         last entry = slots): how many each scorer's argmax calls noisy, how many each
         deterministic rule drops, and the expected number a sampled decision drops."""
-        item = (scores.item[..., 1] > scores.item[..., 0]).to(mask.dtype)
-        seq = (scores.seq[..., 1] > scores.seq[..., 0]).to(mask.dtype)
-        counts = [item, seq, item * seq, (scores.noise_probability() > 0.5).to(mask.dtype),
-                  scores.noise_probability(), torch.ones_like(mask)]
+        votes = lambda rule: HSDScorer.noisy_votes(scores, rule, 1.0)  # noqa: E731  deterministic rules
+        counts = [*scores.argmax_votes(), votes("argmax"), votes("most_likely"), scores.noise_probability(),
+                  torch.ones_like(mask)]
         return torch.stack([(c * mask).sum().double() for c in counts]).cpu()
 
     def export_cache(self, model) -> dict:

@@ -38,6 +38,11 @@ class HSDScores:
         (``softmax(S_item)[..., 1] * softmax(S_seq)[..., 1]``)."""
         return F.softmax(self.item, -1)[..., 1] * F.softmax(self.seq, -1)[..., 1]
 
+    def argmax_votes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, L], [B, L])`` float: each scorer's likelier vote is "noisy" (item, sequence)."""
+        return ((self.item[..., 1] > self.item[..., 0]).to(self.item.dtype),
+                (self.seq[..., 1] > self.seq[..., 0]).to(self.seq.dtype))
+
 
 class HSDScorer(nn.Module):
     """Sequence-level (BiLSTM autoencoder + conv over slots) and item-level (attention against
@@ -152,8 +157,7 @@ class HSDScorer(nn.Module):
             return (scores.noise_probability() > 0.5).to(scores.item.dtype)
         if decision != "argmax":
             raise ValueError(f"HSD: decision={decision!r}; expected one of {', '.join(DECISIONS)}")
-        item = (scores.item[..., 1] > scores.item[..., 0]).to(scores.item.dtype)
-        seq = (scores.seq[..., 1] > scores.seq[..., 0]).to(scores.seq.dtype)
+        item, seq = scores.argmax_votes()
         return item * seq
 
     # ------------------------------------------------------------------ loss filter
