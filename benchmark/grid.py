@@ -17,6 +17,8 @@ A grid file (``configs/grids/<name>.yaml``) is plain YAML::
       said: {a: [0.2, 0.4]}
     denoiser_overrides:          # optional: key=value applied to one denoiser's cells only
       hsd: [train.prefix_epoch_share=0.1]   # (e.g. a labelled budget for costly methods)
+    backbone_overrides:          # optional: key=value applied to one backbone's cells only
+      bert4rec: [train.patience=20]         # (e.g. a training schedule a backbone needs)
     seeds: [0, 1, 2]
     include:                     # optional: extra (backbone, denoiser) pairs, crossed with
       - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them;
@@ -43,7 +45,7 @@ from benchmark.config import ConfigError, compose, run_id
 from benchmark.protocols import protocol_names
 
 _TOP_KEYS = {"name", "description", "profile", "protocol", "overrides", "datasets", "noise", "backbones", "denoisers",
-             "denoiser_params", "denoiser_overrides", "seeds", "include", "exclude"}
+             "denoiser_params", "denoiser_overrides", "backbone_overrides", "seeds", "include", "exclude"}
 _NOISE_KEYS = {"kind", "alpha", "protect_valid", "keep", "delete", "insert", "seed"}
 _NOISE_KINDS = {"none", "replace", "steam", "target_flip"}
 _MATCH_KEYS = {"dataset", "noise", "backbone", "denoiser", "seed"}
@@ -70,6 +72,7 @@ class GridSpec:
     overrides: list[str] = field(default_factory=list)
     denoiser_params: dict[str, dict[str, list]] = field(default_factory=dict)
     denoiser_overrides: dict[str, list[str]] = field(default_factory=dict)
+    backbone_overrides: dict[str, list[str]] = field(default_factory=dict)
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
     description: str = ""
@@ -89,7 +92,7 @@ class Cell:
     params: dict[str, Any]
     profile: str | None
     overrides: list[str]
-    own: tuple[str, ...] = ()  # the include entry's / denoiser's own overrides, shown in the label
+    own: tuple[str, ...] = ()  # the backbone's, denoiser's and include entry's own overrides, shown in the label
 
     def compose(self):
         """The cell's resolved run config (``DictConfig``)."""
@@ -147,18 +150,29 @@ def _is_dotlist(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(o, str) and "=" in o for o in value)
 
 
-def _per_denoiser(raw: dict, key: str, path: str, entry: str) -> dict:
-    """``raw[key]`` (default empty), checked to be a mapping from registered denoiser names; its
-    entries are the caller's to check (``entry`` describes them in the error)."""
-    from benchmark.registry import DENOISERS
+def _per_name(raw: dict, key: str, path: str, entry: str, kind: str = "denoiser") -> dict:
+    """``raw[key]`` (default empty), checked to be a mapping from registered ``kind`` names
+    (``denoiser`` or ``backbone``); its entries are the caller's to check (``entry`` describes
+    them in the error)."""
+    from benchmark.registry import BACKBONES, DENOISERS
 
+    registry = {"denoiser": DENOISERS, "backbone": BACKBONES}[kind]
     table = raw.get(key) or {}
     if not isinstance(table, dict):
-        raise _err(path, key, f"expected a mapping denoiser -> {entry}")
-    for den in table:
-        if den not in DENOISERS.names():
-            raise _err(path, f"{key}.{den}", f"unknown denoiser; available: {', '.join(DENOISERS.names())}")
+        raise _err(path, key, f"expected a mapping {kind} -> {entry}")
+    for name in table:
+        if name not in registry.names():
+            raise _err(path, f"{key}.{name}", f"unknown {kind}; available: {', '.join(registry.names())}")
     return table
+
+
+def _dotlists_per_name(raw: dict, key: str, path: str, kind: str) -> dict[str, list[str]]:
+    """``denoiser_overrides`` / ``backbone_overrides``: name -> list of key=value strings."""
+    table = _per_name(raw, key, path, "[key=value, ...]", kind)
+    for name, items in table.items():
+        if not _is_dotlist(items):
+            raise _err(path, f"{key}.{name}", f"expected a list of key=value strings, got {items!r}")
+    return {k: list(v) for k, v in table.items()}
 
 
 def _str_list(raw: dict, key: str, path: str, required: bool = True) -> list[str]:
@@ -229,7 +243,7 @@ def load_grid(path: str | Path) -> GridSpec:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise _err(spath, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
 
-    params = _per_denoiser(raw, "denoiser_params", spath, "{key: [values]}")
+    params = _per_name(raw, "denoiser_params", spath, "{key: [values]}")
     for den, table in params.items():
         fields = set(getattr(DENOISERS.get(den).Config, "__dataclass_fields__", {}))
         if not isinstance(table, dict):
@@ -244,10 +258,8 @@ def load_grid(path: str | Path) -> GridSpec:
     overrides = raw.get("overrides") or []
     if not _is_dotlist(overrides):
         raise _err(spath, "overrides", f"expected a list of key=value strings, got {overrides!r}")
-    den_overrides = _per_denoiser(raw, "denoiser_overrides", spath, "[key=value, ...]")
-    for den, items in den_overrides.items():
-        if not _is_dotlist(items):
-            raise _err(spath, f"denoiser_overrides.{den}", f"expected a list of key=value strings, got {items!r}")
+    den_overrides = _dotlists_per_name(raw, "denoiser_overrides", spath, "denoiser")
+    bb_overrides = _dotlists_per_name(raw, "backbone_overrides", spath, "backbone")
     profile = raw.get("profile")
     if profile is not None and not isinstance(profile, str):
         raise _err(spath, "profile", f"expected a profile name, got {profile!r}")
@@ -282,7 +294,7 @@ def load_grid(path: str | Path) -> GridSpec:
     return GridSpec(name=name, path=spath, datasets=datasets, noise=noise, backbones=backbones, denoisers=denoisers,
                     seeds=list(dict.fromkeys(seeds)), profile=profile, overrides=list(overrides),
                     denoiser_params={k: dict(v) for k, v in params.items()},
-                    denoiser_overrides={k: list(v) for k, v in den_overrides.items()}, include=blocks["include"],
+                    denoiser_overrides=den_overrides, backbone_overrides=bb_overrides, include=blocks["include"],
                     exclude=blocks["exclude"], description=str(raw.get("description", "")))
 
 
@@ -336,13 +348,14 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
             own = list(inc.get("overrides", [])) if inc is not None else []
             if any(_matches(e, ds.name, nlabel, backbone, denoiser, seed) for e in spec.exclude):
                 continue
+            own = [*spec.backbone_overrides.get(backbone, []), *spec.denoiser_overrides.get(denoiser, []), *own]
             for params in _param_grid(spec, denoiser):
-                overrides = [*spec.overrides, *ds.overrides, *noise_ov, *spec.denoiser_overrides.get(denoiser, []), *own,
+                overrides = [*spec.overrides, *ds.overrides, *noise_ov, *own,
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),
                              f"seed={seed}", f"logging.wandb_group={_dotvalue(spec.name)}", *extra]
                 cell = Cell(index=len(cells), run_id="", dataset=ds.name, backbone=backbone, denoiser=denoiser,
                             seed=seed, noise=nlabel, params=params, profile=profile, overrides=overrides,
-                            own=(*spec.denoiser_overrides.get(denoiser, []), *own))
+                            own=tuple(own))
                 try:
                     cell.run_id = run_id(cell.compose())
                 except ConfigError as exc:

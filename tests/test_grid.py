@@ -164,6 +164,17 @@ def test_denoiser_overrides_apply_only_to_that_denoisers_cells(tmp_path):
     assert same == {c.run_id for c in cells if c.denoiser == "none"}  # only the overridden cells get new ids
 
 
+def test_backbone_overrides_apply_only_to_that_backbones_cells_and_show_in_the_label(tmp_path):
+    text = GRID + "backbone_overrides:\n  gru4rec: [train.patience=20]\n"
+    cells = expand(load_grid(write_grid(tmp_path / "g.yaml", text)))
+    plain = expand(load_grid(write_grid(tmp_path / "p.yaml", GRID)))
+    gru = [c for c in cells if c.backbone == "gru4rec"]
+    assert gru and all(c.compose().train.patience == 20 for c in gru)
+    assert all(c.compose().train.patience == 2 for c in cells if c.backbone != "gru4rec")  # the smoke profile's
+    assert {c.run_id for c in cells} - {c.run_id for c in plain} == {c.run_id for c in gru}
+    assert all("train.patience=20" in c.label for c in gru)
+
+
 def test_include_overrides_apply_only_to_the_included_cells(tmp_path):
     text = GRID.replace("{backbone: caser, denoiser: none, noise: {kind: none}}",
                         "{backbone: caser, denoiser: none, noise: {kind: none}, overrides: [train.prefix_epoch_share=0.1]}")
@@ -186,6 +197,10 @@ def test_include_overrides_apply_only_to_the_included_cells(tmp_path):
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [zero]\n", "seeds"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n"
      "denoiser_overrides: {said: train.lr}\n", "denoiser_overrides.said"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
+     "backbone_overrides: {gru4rec: [train.lr]}\n", "backbone_overrides.gru4rec"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
+     "backbone_overrides: {lstm: [train.lr=0.1]}\n", "backbone_overrides.lstm"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\nnoise: [{kind: loud}]\n", "noise[0]"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
      "include: [{backbone: caser, denoiser: none, overrides: train.lr}]\n", "include[0].overrides"),
