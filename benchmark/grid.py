@@ -466,7 +466,9 @@ def run_grid(
     share for several local workers).
 
     Ctrl-C and SIGTERM stop the grid after recording what finished (``interrupted=True``);
-    the next invocation runs only what is missing."""
+    the next invocation runs only what is missing, and a cell interrupted after a finished
+    training epoch continues from that epoch's checkpoint to the metrics an uninterrupted run
+    would have reached (``benchmark.run.execute(..., resume=True)``)."""
     import threading
 
     from tqdm import tqdm
@@ -500,7 +502,9 @@ def run_grid(
         if out.status == "ok":
             row = result_row(out.result or {}, grid_name, grid_file, command)
             summary.ok.append(out.run_id)
-            write(f"ok     {out.run_id}  {task.cell.label}  ({out.seconds:.1f} s)")
+            resumed = (out.result or {}).get("resumed_from") or {}
+            note = "".join(f", resumed {name} after epoch {n - 1}" for name, n in sorted(resumed.items()))
+            write(f"ok     {out.run_id}  {task.cell.label}  ({out.seconds:.1f} s{note})")
         else:
             row = failure_row(out.run_id, out.config or {}, out.error or "unknown error", out.error_kind or "Error",
                               out.error_traceback, grid_name, grid_file, command)

@@ -47,7 +47,7 @@ exclude:
 
 
 # ------------------------------------------------------------------ fake executor (importable)
-def fake_execute(cfg, runs_dir=None):
+def fake_execute(cfg, runs_dir=None, resume=False):
     """Stands in for benchmark.run.execute: logs the call, fails on demand, returns a result dict.
 
     ``FAKE_LOG``: file to append run ids to; ``FAKE_FAIL``: ``denoiser:kind`` pairs where kind
@@ -400,7 +400,7 @@ def test_overrides_may_follow_options_on_the_command_line():
         parse(parser, ["grid", "g.yaml", "--only", "seed=0", "--no-such-option"])
 
 
-def threads_execute(cfg, runs_dir=None):
+def threads_execute(cfg, runs_dir=None, resume=False):
     """A fake executor that logs the torch thread count it runs with, then its run id."""
     import torch
 

@@ -20,7 +20,7 @@ seeds: [0, 1]
 """
 
 
-def failing_execute(cfg, runs_dir=None):
+def failing_execute(cfg, runs_dir=None, resume=False):
     """Executor for the failure case: seed 1 hits a non-finite loss, seed 0 runs for real."""
     if int(cfg.seed) == 1:
         raise FloatingPointError("non-finite training loss at epoch 0, batch 0")

@@ -179,3 +179,33 @@ def test_grid_cell_with_nan_loss_is_stored_as_failed_with_the_reason(tmp_path, n
     assert summary.ok == [good] and list(summary.failed) == [bad]
     assert ResultStore(tmp_path / "store").failed()[bad].startswith(f"NonFiniteLossError: {REASON}")
     assert json.loads((tmp_path / "runs" / bad / "failure.json").read_text())["epoch"] == 1
+
+
+def test_grid_cell_interrupted_mid_training_continues_from_its_last_epoch_on_the_next_invocation(tmp_path, monkeypatch):
+    """SIGTERM at the start of epoch 2 stops the grid with the cell unfinished; the next
+    `bench grid` continues that cell from its epoch-1 checkpoint instead of starting over, and
+    the stored row has the curve and metrics of an uninterrupted run."""
+    grid = tmp_path / "g.yaml"
+    grid.write_text("name: g\nprofile: smoke\noverrides: [" + ", ".join([*TINY, "train.max_epochs=4", "train.patience=10"])
+                    + "]\ndatasets: [synthetic]\nbackbones: [sasrec]\ndenoisers: [none]\nseeds: [0]\n")
+    (cell,) = expand(load_grid(grid))
+
+    def run(name: str):
+        return run_grid([cell], tmp_path / name / "store", tmp_path / name / "runs", grid_name="g", progress=False,
+                        echo=lambda s: None)
+
+    assert run("a").ok == [cell.run_id]
+    with monkeypatch.context() as patch:
+        signal_self_when(patch, run_module.EpochRecorder, "on_train_epoch_start", signal.SIGTERM,
+                         lambda trainer: trainer.current_epoch == 2)
+        stopped = run("b")
+    assert stopped.interrupted and not stopped.ok and not stopped.failed
+    assert (tmp_path / "b/runs" / cell.run_id / "checkpoints/sasrec/last.ckpt").exists()
+
+    assert run("b").ok == [cell.run_id]
+    a, b = (ResultStore(tmp_path / n / "store").frame().row(0, named=True) for n in ("a", "b"))
+    for key in ("test_ndcg@10", "test_hr@20", "valid_ndcg@10", "best_epoch", "epochs"):
+        assert b[key] == a[key], key
+    ra, rb = (json.loads((tmp_path / n / "runs" / cell.run_id / "result.json").read_text()) for n in ("a", "b"))
+    assert rb["resumed_from"] == {"sasrec": 2} and ra["resumed_from"] == {}
+    assert rb["curve"] == ra["curve"]
