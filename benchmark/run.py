@@ -324,6 +324,19 @@ def _resume_checkpoint(ckpt_dir: Path) -> str | None:
     return str(path)
 
 
+def checkpointed_epochs(run_dir: Path) -> dict[str, int]:
+    """Backbone -> training epochs an unfinished run's ``last.ckpt`` holds, i.e. where
+    ``execute(..., resume=True)`` continues (empty when there is nothing to resume; an
+    unreadable checkpoint counts as nothing, the resume itself names the file)."""
+    epochs = {}
+    for path in sorted(Path(run_dir).glob(f"checkpoints/*/{LAST_CHECKPOINT}")):
+        try:
+            epochs[path.parent.name] = int(torch.load(path, map_location="cpu", weights_only=True)["epoch"]) + 1
+        except Exception:  # noqa: BLE001 - a listing must not fail on a half-written file
+            continue
+    return epochs
+
+
 def _load_average() -> float:
     """The 1-minute load average per core (1.0 = every core busy); NaN where the OS has none."""
     try:

@@ -181,10 +181,10 @@ def test_grid_cell_with_nan_loss_is_stored_as_failed_with_the_reason(tmp_path, n
     assert json.loads((tmp_path / "runs" / bad / "failure.json").read_text())["epoch"] == 1
 
 
-def test_grid_cell_interrupted_mid_training_continues_from_its_last_epoch_on_the_next_invocation(tmp_path, monkeypatch):
-    """SIGTERM at the start of epoch 2 stops the grid with the cell unfinished; the next
-    `bench grid` continues that cell from its epoch-1 checkpoint instead of starting over, and
-    the stored row has the curve and metrics of an uninterrupted run."""
+def test_grid_cell_interrupted_mid_training_continues_from_its_last_epoch_on_the_next_invocation(tmp_path, monkeypatch, capsys):
+    """SIGTERM at the start of epoch 2 stops the grid with the cell unfinished; `--dry-run` lists
+    it as resuming after 2 epochs, the next `bench grid` continues it from that checkpoint
+    instead of starting over, and the stored row has the curve and metrics of an uninterrupted run."""
     grid = tmp_path / "g.yaml"
     grid.write_text("name: g\nprofile: smoke\noverrides: [" + ", ".join([*TINY, "train.max_epochs=4", "train.patience=10"])
                     + "]\ndatasets: [synthetic]\nbackbones: [sasrec]\ndenoisers: [none]\nseeds: [0]\n")
@@ -201,6 +201,11 @@ def test_grid_cell_interrupted_mid_training_continues_from_its_last_epoch_on_the
         stopped = run("b")
     assert stopped.interrupted and not stopped.ok and not stopped.failed
     assert (tmp_path / "b/runs" / cell.run_id / "checkpoints/sasrec/last.ckpt").exists()
+    capsys.readouterr()
+    assert cli.main(["grid", str(grid), "--dry-run", "--store", str(tmp_path / "b/store"),
+                     "--runs-dir", str(tmp_path / "b/runs")]) == 0
+    (line,) = [ln for ln in capsys.readouterr().out.splitlines() if cell.run_id in ln]
+    assert " todo " in line and line.endswith("(resumes sasrec after 2 epochs)")  # the listing says so
 
     assert run("b").ok == [cell.run_id]
     a, b = (ResultStore(tmp_path / n / "store").frame().row(0, named=True) for n in ("a", "b"))

@@ -57,6 +57,7 @@ def main(args) -> int:
     from benchmark.cli import UserError
     from benchmark.grid import estimate_seconds, expand, format_duration, load_grid, plan, run_grid, select
     from benchmark.store import ResultStore
+    from benchmark.run import checkpointed_epochs
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected >= 1")
@@ -84,6 +85,9 @@ def main(args) -> int:
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
             guess = f"  ~{format_duration(expected[c.run_id][0])}" if c.run_id in expected else ""
+            if c.run_id not in status:  # an interrupted cell continues from its checkpoint
+                done = checkpointed_epochs(Path(runs_dir) / c.run_id)
+                guess += "".join(f"  (resumes {name} after {n} epochs)" for name, n in done.items())
             print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}{guess}")
         print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
