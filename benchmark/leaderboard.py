@@ -15,8 +15,8 @@ import json
 from pathlib import Path
 
 from benchmark.figures import write_figures
-from benchmark.paper_numbers import (HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS, PaperResult,
-                                     results_for)
+from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
+                                     PaperResult, results_for)
 from benchmark.findings import findings_lines
 from benchmark.paper_gaps import GapExplanation, evidence_variant, load_gaps
 from benchmark.protocols import DEFAULT_PROTOCOL
@@ -411,7 +411,9 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         lines += ["## Paper vs ours, by protocol preset", "",
                   "The paper's headline metrics beside ours under the preset that states the paper's setup "
                   "(`bench list protocols`) and under `benchmark`; Δ = relative difference to the paper. A variant "
-                  "tuned on validation counts with its chosen setting only.", "", *by_preset, ""]
+                  "tuned on validation counts with its chosen setting only.", "",
+                  *([f"**Not the paper's data.** {DATA_CAVEATS[dataset]}", ""] if dataset in DATA_CAVEATS else []),
+                  *by_preset, ""]
     explained = render_gaps(dataset, sections, list(gaps))
     if explained:
         lines += ["## Gaps to the papers, explained", "",

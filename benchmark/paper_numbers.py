@@ -226,6 +226,16 @@ def _parse() -> list[PaperResult]:
 
 PAPER_RESULTS: list[PaperResult] = _parse()
 
+# Datasets whose name here matches a paper's dataset while the data differ (protocol.md §1): the
+# leaderboard prints this beside every comparison on them.
+DATA_CAVEATS = {
+    "game": "The suite's `game` (49,156 users, 17,332 items, 342,329 interactions) is not LLM4DSR's Game "
+            "(54,955 / 17,256 / 494,934: titled items kept before the 5-core filter, protocol.md §1), so these "
+            "differences mix data with method; rebuild the data as llm4dsr.md §1 describes to compare.",
+    "toy": "A user-supplied `toy` matches LLM4DSR's Toy only when built as llm4dsr.md §1 describes (the suite's "
+           "`toys` is the S3Rec/IADSR Toys, a different filtering; protocol.md §1).",
+}
+
 
 def results_for(dataset: str, noise: str, split: str) -> list[PaperResult]:
     """Reference rows measured on ``dataset`` under ``noise`` (store label) and ``split``."""

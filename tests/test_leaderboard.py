@@ -401,3 +401,18 @@ def test_a_setting_left_to_the_preset_reads_default_in_the_label_beside_an_expli
             rows.append(result_row(res, grid="fixture"))
     labels = [v.label for v in build_sections(rows)["ml-100k"][0].variants]
     assert labels == ["hsd (eval_decision=default)", "hsd (eval_decision=sample)"]
+
+
+def test_paper_comparisons_on_a_same_named_but_differently_filtered_dataset_carry_the_caveat(tmp_path):
+    """The suite's `game` is not LLM4DSR's Game: its by-preset table says so; ML-100K's does not."""
+    store = build_store(tmp_path / "store")
+    for seed in SEEDS:
+        row = result(0.0, "sasrec", "none", None, seed, 0.05)
+        row["config"]["dataset"]["name"] = "game"
+        row["run_id"] = f"gamesas{seed}"
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    game = (tmp_path / "out" / "game.md").read_text().split("## Paper vs ours, by protocol preset", 1)[1]
+    assert "**Not the paper's data.**" in game.split("| paper row |", 1)[0] and "LLM4DSR's Game" in game
+    assert "| SASRec / none | LLM4DSR" in game  # the comparison itself stays
+    assert "Not the paper's data" not in (tmp_path / "out" / "ml-100k.md").read_text()
