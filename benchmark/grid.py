@@ -476,6 +476,7 @@ def run_grid(
     from benchmark.interrupt import stop_on_signals
 
     from benchmark.launchers import DEFAULT_EXECUTOR, STATUS_BUSY, CellOutcome, CellTask, launch
+    from benchmark.report import describe_resumed
     from benchmark.store import ResultStore, failure_row, result_row
 
     store = ResultStore(store_dir)
@@ -503,7 +504,7 @@ def run_grid(
             row = result_row(out.result or {}, grid_name, grid_file, command)
             summary.ok.append(out.run_id)
             resumed = (out.result or {}).get("resumed_from") or {}
-            note = "".join(f", resumed {name} after epoch {n - 1}" for name, n in sorted(resumed.items()))
+            note = f", resumed {describe_resumed(resumed)}" if resumed else ""
             write(f"ok     {out.run_id}  {task.cell.label}  ({out.seconds:.1f} s{note})")
         else:
             row = failure_row(out.run_id, out.config or {}, out.error or "unknown error", out.error_kind or "Error",

@@ -14,3 +14,9 @@ def metric_table(rows: dict[str, dict[str, float]], ks: list[int], names=("hr", 
 
 def protocol_lines(protocol: dict) -> str:
     return "\n".join(f"  {k}: {v}" for k, v in protocol.items())
+
+
+def describe_resumed(resumed_from: dict[str, int]) -> str:
+    """``RunResult.resumed_from`` in words, in training order: ``"bert4rec after epoch 9, sasrec
+    after epoch 2"`` (the last epoch each fit took from its checkpoint, 0-based)."""
+    return ", ".join(f"{name} after epoch {n - 1}" for name, n in resumed_from.items())

@@ -28,8 +28,8 @@ def test_the_shipped_explanations_name_grids_whose_cells_are_the_rows_they_selec
         cells = [c for c in expand(load_grid(ROOT / gap.grid)) if c.dataset == gap.dataset]
         assert cells, f"{gap.grid} has no {gap.dataset} cells"
         for cell in cells[:3]:  # the grid's cells are rows the explanation's `where` selects
-            cfg = flatten(to_dict(cell.compose()))
-            assert gap.selects({"config_json": json.dumps(to_dict(cell.compose()))}), (gap.grid, gap.where, cfg)
+            cfg = to_dict(cell.compose())
+            assert gap.selects({"config_json": json.dumps(cfg)}), (gap.grid, gap.where, flatten(cfg))
 
 
 def _write(tmp_path: Path, entry: dict) -> Path:

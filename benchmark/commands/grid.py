@@ -57,7 +57,6 @@ def main(args) -> int:
     from benchmark.cli import UserError
     from benchmark.grid import estimate_seconds, expand, format_duration, load_grid, plan, run_grid, select
     from benchmark.store import ResultStore
-    from benchmark.run import checkpointed_epochs
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected >= 1")
@@ -79,6 +78,8 @@ def main(args) -> int:
     remote = args.launcher == "ray" and args.ray_address
     runs_dir = args.runs_dir if remote else str(Path(args.runs_dir).resolve())  # workers may have another cwd
     if args.dry_run:
+        from benchmark.run import checkpointed_epochs  # reads checkpoints: torch, only for the listing
+
         p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
                   **{c.run_id: "running" for c in p.running}}

@@ -89,7 +89,7 @@ def _baseline(cfg, runs_dir: Path):
 
 
 def main(args) -> int:
-    from benchmark.report import metric_table, protocol_lines
+    from benchmark.report import describe_resumed, metric_table, protocol_lines
 
     cfg = config_from_args(args)
     runs_dir = Path(args.runs_dir or cfg.logging.runs_dir)
@@ -110,7 +110,7 @@ def main(args) -> int:
         keys = [k for k in ("precision", "recall", "f1", "flag_rate", "random_f1") if k in d]
         print("noise detection: " + ", ".join(f"{k}={d[k]:.4f}" for k in keys if isinstance(d[k], (int, float))))
     if result.resumed_from:
-        print("resumed: " + ", ".join(f"{name} after epoch {n - 1}" for name, n in result.resumed_from.items()))
+        print("resumed: " + describe_resumed(result.resumed_from))
     print("protocol:\n" + protocol_lines(result.protocol))
     print(f"\nrun directory: {runs_dir / result.run_id}")
     return 0
