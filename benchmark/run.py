@@ -508,7 +508,7 @@ def _prepare_run_directory(out_dir: Path, resume: bool) -> bool:
 
     Resuming needs a ``last.ckpt``: the earlier attempt's files stay (logs continue), only its
     result or failure record goes. Otherwise everything but the lock is removed, and a warning
-    line names what was removed."""
+    line names what was removed (none when the directory held nothing else)."""
     checkpoints = sorted(out_dir.glob(f"checkpoints/*/{LAST_CHECKPOINT}"))
     if resume and checkpoints:
         for name in ("result.json", FAILURE_FILE):
@@ -518,8 +518,9 @@ def _prepare_run_directory(out_dir: Path, resume: bool) -> bool:
     leftovers = sorted(p for p in out_dir.iterdir() if p.name != LOCK_NAME)
     for path in leftovers:
         shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    if resume:
-        log.warning("run %s: no checkpoint to resume from; starting from the beginning", out_dir.name)
+    if resume and leftovers:  # a fresh cell (nothing left behind) starts silently
+        log.warning("run %s: no checkpoint to resume from; starting from the beginning (removed %s)",
+                    out_dir.name, ", ".join(p.name for p in leftovers))
     elif leftovers:
         log.warning("run %s: starting clean; removed %s left by an earlier attempt (--resume continues an "
                     "interrupted run instead)", out_dir.name, ", ".join(p.name for p in leftovers))

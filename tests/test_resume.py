@@ -103,7 +103,13 @@ def test_rerun_without_resume_starts_clean_and_says_what_it_removed(tmp_path, ca
     caplog.clear()
     with caplog.at_level("WARNING", logger="benchmark.run"):
         assert run_module._prepare_run_directory(out, resume=True) is False
-    assert "no checkpoint to resume from" in caplog.text
+    assert caplog.text == ""  # a fresh grid cell: nothing to resume, nothing removed, nothing to say
+
+    (out / "failure.json").write_text("old")
+    with caplog.at_level("WARNING", logger="benchmark.run"):
+        assert run_module._prepare_run_directory(out, resume=True) is False
+    assert "no checkpoint to resume from" in caplog.text and "removed failure.json" in caplog.text
+    assert sorted(p.name for p in out.iterdir()) == ["RUNNING"]
 
     for name in ("failure.json", "csv/metrics.csv", "checkpoints/sasrec/last.ckpt"):
         (out / name).parent.mkdir(parents=True, exist_ok=True)
