@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -398,27 +399,75 @@ def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
 _TIME_COLUMNS = ("data_seconds", "denoise_seconds", "fit_seconds")
 
 
-def estimate_seconds(cells: list[Cell], frame) -> dict[str, tuple[float, int]]:
-    """Expected wall seconds of each cell: the median over finished runs in the store (a polars
-    frame of ``ResultStore.frame("ok")``) with the same dataset, backbone and denoiser, of their
-    data + denoise + fit seconds; ``run_id -> (seconds, n_runs)``, cells without such runs
-    left out. Wall time depends on how loaded the machine was, so this is a planning figure."""
+@dataclass(frozen=True)
+class TimeEstimate:
+    """Expected wall seconds of one grid cell, a planning figure (wall time depends on load).
+
+    ``runs``: finished runs behind the figure. ``scaled``: no finished run matches the cell, so
+    the figure is the plain backbone's time on this dataset times the denoiser's cost ratio
+    (its runs over plain runs) where both finished."""
+
+    seconds: float
+    runs: int
+    scaled: bool = False
+
+
+# what sets a run's length besides its dataset, backbone and denoiser: (store column, override key, default)
+_SETTING_KEYS = (("protocol", "protocol", "benchmark"), ("train.train_instances", "train.train_instances", "auto"))
+
+
+def _cell_setting(cell: Cell) -> tuple[str, ...]:
+    """The cell's protocol preset and training instances, from its overrides (the last one wins)."""
+    found = {}
+    for item in cell.overrides:
+        key, _, value = item.partition("=")
+        found[key.strip()] = value.strip()
+    return tuple(found.get(key, default) for _, key, default in _SETTING_KEYS)
+
+
+def estimate_seconds(cells: list[Cell], frame) -> dict[str, TimeEstimate]:
+    """``run_id -> TimeEstimate`` for the cells whose time the store can tell.
+
+    ``frame`` is ``ResultStore.frame("ok")``. A run's time is its data + denoise + fit seconds;
+    runs match a cell on dataset, backbone, denoiser, protocol preset and training instances,
+    and the cell's estimate is their median. Failing that, a denoised cell is scaled: the median
+    of the matching plain-backbone runs times the median ratio denoiser / plain over the
+    settings holding both, those with the cell's backbone first, any backbone when there are
+    none (a planning figure: cost ratios shift with data and sequence length). Cells neither
+    way are left out."""
     import polars as pl
 
-    keys = ["dataset.name", "backbone.name", "denoiser.name"]
-    if frame is None or frame.height == 0 or not all(c in frame.columns for c in keys):
+    names = ["dataset.name", "backbone.name", "denoiser.name"]
+    if frame is None or frame.height == 0 or not all(c in frame.columns for c in names):
         return {}
     cols = [c for c in _TIME_COLUMNS if c in frame.columns]
     if not cols:
         return {}
-    per_key = (frame.with_columns(pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in cols]).alias("_seconds"))
-               .group_by(keys).agg(pl.col("_seconds").median(), pl.len().alias("_n")))
+    frame = frame.with_columns(
+        pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in cols]).alias("_seconds"),
+        *((pl.col(column).cast(pl.Utf8).fill_null(default) if column in frame.columns else pl.lit(default))
+          .alias(column) for column, _, default in _SETTING_KEYS))
+    keys = [*names, *(column for column, _, _ in _SETTING_KEYS)]
+    per_key = frame.group_by(keys).agg(pl.col("_seconds").median(), pl.len().alias("_n"))
+    # (dataset, backbone, denoiser, *setting) -> (median seconds, runs)
     table = {tuple(r[k] for k in keys): (float(r["_seconds"]), int(r["_n"])) for r in per_key.to_dicts()}
+    ratios: dict[tuple[str, str], list[float]] = {}  # (denoiser, backbone) -> denoiser / plain, per setting
+    for (dataset, backbone, denoiser, *setting), (seconds, _) in table.items():
+        plain = table.get((dataset, backbone, "none", *setting))
+        if denoiser != "none" and plain is not None and plain[0] > 0:
+            ratios.setdefault((denoiser, backbone), []).append(seconds / plain[0])
     out = {}
     for c in cells:
-        hit = table.get((c.dataset, c.backbone, c.denoiser))
+        setting = _cell_setting(c)
+        hit = table.get((c.dataset, c.backbone, c.denoiser, *setting))
         if hit is not None:
-            out[c.run_id] = hit
+            out[c.run_id] = TimeEstimate(*hit)
+            continue
+        plain = table.get((c.dataset, c.backbone, "none", *setting))
+        seen = ratios.get((c.denoiser, c.backbone)) or [
+            r for (denoiser, _), rs in ratios.items() if denoiser == c.denoiser for r in rs]
+        if plain is not None and seen:
+            out[c.run_id] = TimeEstimate(plain[0] * statistics.median(seen), plain[1] + len(seen), scaled=True)
     return out
 
 

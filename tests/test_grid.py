@@ -303,17 +303,48 @@ def test_dry_run_lists_cells_and_their_status(tmp_path, fake_env, capsys):
 
 def test_dry_run_estimates_time_from_finished_runs_of_the_same_dataset_backbone_and_denoiser(tmp_path, fake_env, capsys):
     from benchmark.cli import main
-    from benchmark.grid import estimate_seconds
+    from benchmark.grid import TimeEstimate, estimate_seconds
 
     cells = tiny_cells(tmp_path)  # seed 0: none, semantic-outlier; seed 1: none, semantic-outlier
     assert main(["grid", str(tmp_path / "tiny.yaml"), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
-    assert "no finished runs with the same dataset, backbone and denoiser" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "no finished runs with the same dataset, backbone, denoiser, protocol and training instances" in out
     run(cells[:1], tmp_path)  # the fake run reports fit_seconds = 1.0
     expected = estimate_seconds(cells[1:], ResultStore(tmp_path / "store").frame("ok"))
-    assert expected == {cells[2].run_id: (1.0, 1)}  # only the other 'none' cell has a finished twin
+    assert expected == {cells[2].run_id: TimeEstimate(1.0, 1)}  # only the other 'none' cell has a finished twin
     assert main(["grid", str(tmp_path / "tiny.yaml"), "--store", str(tmp_path / "store"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert f"{cells[2].run_id}  todo     {cells[2].label}  ~1 s" in out and "~1 s for 1 of 3" in out
+
+
+def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_under_the_same_setting():
+    import polars as pl
+
+    from benchmark.grid import Cell, TimeEstimate, estimate_seconds
+
+    def row(dataset, backbone, denoiser, seconds, protocol="benchmark", instances="auto"):
+        return {"dataset.name": dataset, "backbone.name": backbone, "denoiser.name": denoiser, "protocol": protocol,
+                "train.train_instances": instances, "data_seconds": 0.0, "denoise_seconds": None,
+                "fit_seconds": seconds}
+
+    frame = pl.DataFrame([
+        row("ml-100k", "sasrec", "none", 100.0), row("ml-100k", "sasrec", "hsd", 500.0),  # hsd costs 5x plain
+        row("ml-100k", "sasrec", "hsd", 9.0, "iadsr-paper", "last_only"),  # no plain twin: no ratio from it
+        row("beauty", "sasrec", "none", 200.0), row("beauty", "sasrec", "none", 400.0),
+        row("beauty", "sasrec", "none", 10.0, "iadsr-paper", "last_only"), row("beauty", "caser", "none", 100.0)])
+
+    def cell(backbone, denoiser, *overrides):
+        return Cell(0, f"{backbone}-{denoiser}-{len(overrides)}", "beauty", backbone, denoiser, 0, "clean", {},
+                    None, list(overrides))
+
+    cells = [cell("sasrec", "none"), cell("sasrec", "none", "protocol=iadsr-paper", "train.train_instances=last_only"),
+             cell("sasrec", "hsd"), cell("caser", "hsd"), cell("gru4rec", "hsd"), cell("sasrec", "said")]
+    assert estimate_seconds(cells, frame) == {
+        "sasrec-none-0": TimeEstimate(300.0, 2),  # median of the two plain benchmark runs
+        "sasrec-none-2": TimeEstimate(10.0, 1),  # the one-instance preset's run, not the benchmark ones
+        "sasrec-hsd-0": TimeEstimate(1500.0, 3, scaled=True),  # 300 s x 5
+        "caser-hsd-0": TimeEstimate(500.0, 2, scaled=True),  # no caser ratio: sasrec's
+    }  # gru4rec: no plain run on beauty; said: no ratio anywhere
 
 
 # ------------------------------------------------------------------ one process per run directory

@@ -85,7 +85,10 @@ def main(args) -> int:
                   **{c.run_id: "running" for c in p.running}}
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
-            guess = f"  ~{format_duration(expected[c.run_id][0])}" if c.run_id in expected else ""
+            guess = ""
+            if c.run_id in expected:
+                estimate = expected[c.run_id]
+                guess = f"  ~{format_duration(estimate.seconds)}{' (scaled)' if estimate.scaled else ''}"
             if c.run_id not in status:  # an interrupted cell continues from its checkpoint
                 done = checkpointed_epochs(Path(runs_dir) / c.run_id)
                 guess += "".join(f"  (resumes {name} after {n} epochs)" for name, n in done.items())
@@ -94,12 +97,16 @@ def main(args) -> int:
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
         if p.todo and not expected:
-            print("expected time: no finished runs with the same dataset, backbone and denoiser to estimate from")
+            print("expected time: no finished runs with the same dataset, backbone, denoiser, protocol and "
+                  "training instances, nor a plain run to scale, to estimate from")
         elif p.todo:
-            total = sum(sec for sec, _ in expected.values())
-            print(f"expected time of the cells to run: ~{format_duration(total)} for {len(expected)} of {len(p.todo)} "
-                  f"(median wall time of finished runs with the same dataset, backbone and denoiser; "
-                  f"{len(p.todo) - len(expected)} without such runs), one worker")
+            total = sum(e.seconds for e in expected.values())
+            scaled = sum(e.scaled for e in expected.values())
+            print(f"expected time of the cells to run: ~{format_duration(total)} for {len(expected)} of {len(p.todo)}, "
+                  f"one worker ({len(expected) - scaled} from the median wall time of finished runs with the same "
+                  f"dataset, backbone, denoiser, protocol and training instances; {scaled} scaled: the matching plain "
+                  f"runs' time times the denoiser's cost ratio where both ran; {len(p.todo) - len(expected)} with "
+                  f"neither)")
         return 0
     grid_file = display_path(args.grid)
     summary = run_grid(
