@@ -94,6 +94,7 @@ class Cell:
     profile: str | None
     overrides: list[str]
     own: tuple[str, ...] = ()  # the backbone's, denoiser's and include entry's own overrides, shown in the label
+    setting: tuple[str, ...] = ()  # the resolved config's values at _SETTING_KEYS (expand fills it)
 
     def compose(self):
         """The cell's resolved run config (``DictConfig``)."""
@@ -358,7 +359,8 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                             seed=seed, noise=nlabel, params=params, profile=profile, overrides=overrides,
                             own=tuple(own))
                 try:
-                    cell.run_id = run_id(cell.compose())
+                    cfg = cell.compose()
+                    cell.run_id, cell.setting = run_id(cfg), run_setting(cfg)
                 except ConfigError as exc:
                     raise ConfigError(f"{spec.path}: cell '{cell.label}': {exc}") from exc
                 if cell.run_id in seen:
@@ -403,26 +405,26 @@ _TIME_COLUMNS = ("data_seconds", "denoise_seconds", "fit_seconds")
 class TimeEstimate:
     """Expected wall seconds of one grid cell, a planning figure (wall time depends on load).
 
-    ``runs``: finished runs behind the figure. ``scaled``: no finished run matches the cell, so
-    the figure is the plain backbone's time on this dataset times the denoiser's cost ratio
-    (its runs over plain runs) where both finished."""
+    ``runs``: finished runs behind the figure; for a scaled one, the plain runs it scales plus
+    the number of settings its cost ratio is the median over. ``scaled``: no finished run
+    matches the cell, so the figure is the plain backbone's time on this dataset times the
+    denoiser's cost ratio (its runs over plain runs) where both finished."""
 
     seconds: float
     runs: int
     scaled: bool = False
 
 
-# what sets a run's length besides its dataset, backbone and denoiser: (store column, override key, default)
-_SETTING_KEYS = (("protocol", "protocol", "benchmark"), ("train.train_instances", "train.train_instances", "auto"))
+# what sets a run's length besides its dataset, backbone and denoiser: config key (= store column), and the
+# value a store row without the column had
+_SETTING_KEYS = (("protocol", "benchmark"), ("train.train_instances", "auto"))
 
 
-def _cell_setting(cell: Cell) -> tuple[str, ...]:
-    """The cell's protocol preset and training instances, from its overrides (the last one wins)."""
-    found = {}
-    for item in cell.overrides:
-        key, _, value = item.partition("=")
-        found[key.strip()] = value.strip()
-    return tuple(found.get(key, default) for _, key, default in _SETTING_KEYS)
+def run_setting(cfg) -> tuple[str, ...]:
+    """A resolved run config's protocol preset and training instances (``_SETTING_KEYS``)."""
+    from omegaconf import OmegaConf
+
+    return tuple(str(OmegaConf.select(cfg, key, default=default)) for key, default in _SETTING_KEYS)
 
 
 def estimate_seconds(cells: list[Cell], frame) -> dict[str, TimeEstimate]:
@@ -446,8 +448,8 @@ def estimate_seconds(cells: list[Cell], frame) -> dict[str, TimeEstimate]:
     frame = frame.with_columns(
         pl.sum_horizontal([pl.col(c).fill_null(0.0) for c in cols]).alias("_seconds"),
         *((pl.col(column).cast(pl.Utf8).fill_null(default) if column in frame.columns else pl.lit(default))
-          .alias(column) for column, _, default in _SETTING_KEYS))
-    keys = [*names, *(column for column, _, _ in _SETTING_KEYS)]
+          .alias(column) for column, default in _SETTING_KEYS))
+    keys = [*names, *(column for column, _ in _SETTING_KEYS)]
     per_key = frame.group_by(keys).agg(pl.col("_seconds").median(), pl.len().alias("_n"))
     # (dataset, backbone, denoiser, *setting) -> (median seconds, runs)
     table = {tuple(r[k] for k in keys): (float(r["_seconds"]), int(r["_n"])) for r in per_key.to_dicts()}
@@ -458,7 +460,7 @@ def estimate_seconds(cells: list[Cell], frame) -> dict[str, TimeEstimate]:
             ratios.setdefault((denoiser, backbone), []).append(seconds / plain[0])
     out = {}
     for c in cells:
-        setting = _cell_setting(c)
+        setting = c.setting or run_setting(c.compose())
         hit = table.get((c.dataset, c.backbone, c.denoiser, *setting))
         if hit is not None:
             out[c.run_id] = TimeEstimate(*hit)

@@ -333,7 +333,7 @@ def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_und
         row("beauty", "sasrec", "none", 200.0), row("beauty", "sasrec", "none", 400.0),
         row("beauty", "sasrec", "none", 10.0, "iadsr-paper", "last_only"), row("beauty", "caser", "none", 100.0)])
 
-    def cell(backbone, denoiser, *overrides):
+    def cell(backbone, denoiser, *overrides):  # no setting given: estimate_seconds composes the config
         return Cell(0, f"{backbone}-{denoiser}-{len(overrides)}", "beauty", backbone, denoiser, 0, "clean", {},
                     None, list(overrides))
 
@@ -345,6 +345,14 @@ def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_und
         "sasrec-hsd-0": TimeEstimate(1500.0, 3, scaled=True),  # 300 s x 5
         "caser-hsd-0": TimeEstimate(500.0, 2, scaled=True),  # no caser ratio: sasrec's
     }  # gru4rec: no plain run on beauty; said: no ratio anywhere
+
+
+def test_cell_setting_comes_from_the_resolved_config_including_a_denoisers_own_training_instances(tmp_path):
+    text = GRID.replace("denoisers: [none, semantic-outlier]", "denoisers: [none, iadsr-reference]")
+    cells = {(c.backbone, c.denoiser): c for c in expand(load_grid(write_grid(tmp_path / "g.yaml", text)))}
+    assert cells["gru4rec", "none"].setting == ("benchmark", "auto")
+    # iadsr-reference sets train.train_instances in its own config, not through a grid override
+    assert cells["gru4rec", "iadsr-reference"].setting == ("benchmark", "last_only")
 
 
 # ------------------------------------------------------------------ one process per run directory
