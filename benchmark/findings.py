@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, instance_control_of, mean_of,
                                  metric_stat, representative_variants, section_title, trained_instances)
+from benchmark.superseded import Supersession
 
 
 @dataclass
@@ -130,16 +131,46 @@ def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdi
     return " ".join(parts)
 
 
-def findings_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
-    """The index's "Findings" section (empty when no section has a denoiser beside its plain row)."""
+def _replaced(section: Section, sections: list[Section], backbone: str, rows: list[Verdict],
+              superseded: list[Supersession]) -> tuple[Supersession | None, list[Verdict]]:
+    """The rule that replaced ``backbone``'s setting in ``section`` and the rows that ran again
+    under the replacement (same backbone and denoiser), or ``(None, [])``."""
+    for rule in superseded:
+        if not rule.covers(section, backbone):
+            continue
+        newer = rule.replacement(section, sections)
+        if newer is None:
+            continue
+        rerun = {(v.variant.backbone, v.variant.denoiser) for v in verdicts(newer).get(backbone, [])}
+        return rule, [v for v in rows if (v.variant.backbone, v.variant.denoiser) in rerun]
+    return None, []
+
+
+def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = ()) -> list[str]:
+    """The index's "Findings" section (empty when no section has a denoiser beside its plain row).
+
+    ``superseded``: settings a later grid replaced (:mod:`benchmark.superseded`); a row under a
+    replaced setting is left out once its backbone and denoiser ran under the replacement."""
     lines: list[str] = []
+    left_out: dict[Supersession, list[str]] = {}  # rule -> "noise: backbone (denoisers)"
     counts = {"better": 0, "worse": 0, "neither": 0, "untested": 0}
     for dataset in sorted(by_dataset):
         for section in by_dataset[dataset]:
             if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
                 continue
+            title = section_title(section, by_dataset[dataset])
             for backbone, rows in sorted(verdicts(section).items()):
-                lines.append(_backbone_line(section, section_title(section, by_dataset[dataset]), backbone, rows))
+                rule, rerun = _replaced(section, by_dataset[dataset], backbone, rows, superseded)
+                if rerun:
+                    left_out.setdefault(rule, []).append(
+                        f"{section.noise}: {backbone} ({', '.join(v.name for v in rerun)})")
+                    rows = [v for v in rows if v not in rerun]
+                if not rows:
+                    continue
+                line = _backbone_line(section, title, backbone, rows)
+                if rule is not None:
+                    line += f" (A replaced setting, {rule.change()}; these denoisers have not run under the new one.)"
+                lines.append(line)
                 for v in rows:
                     key = ("better" if v.stat.gain > 0 else "worse") if v.significant else (
                         "neither" if v.tested else "untested")
@@ -156,4 +187,11 @@ def findings_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
              "training, and seconds per training epoch against the plain backbone's. Where the store holds a plain "
              "backbone trained on the same instances as a denoiser (HSD and SSDRec: one instance per target), the "
              "change against that control follows, separating the method from its training instances.")
-    return ["## Findings", "", intro, "", summary, "", *lines, ""]
+    out = ["## Findings", "", intro, "", summary, "", *lines, ""]
+    if left_out:
+        out += ["Left out above: rows under a training setting that a later grid replaced "
+                "(`configs/superseded.yaml`) whose backbone and denoiser ran again under the replacement. "
+                "They stay in the dataset's leaderboard as the evidence for the change.", "",
+                *(f"- **{rule.dataset}, {rule.change()}**: {rule.why} Left out: {'; '.join(rows)}."
+                  for rule, rows in left_out.items()), ""]
+    return out

@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from benchmark.config import CONFIG_DIR, ConfigError
+from benchmark.entries_file import read_entries
 from benchmark.paper_numbers import PAPER_RESULTS, PaperResult
 from benchmark.sections import Section, Variant, matches_cell, representative_variants
 from benchmark.store import flatten
@@ -50,25 +49,9 @@ class GapExplanation:
 
 def load_gaps(path: str | Path = GAPS_FILE) -> list[GapExplanation]:
     """Read and check the explanations file; every entry must name paper cells that exist."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = yaml.safe_load(path.read_text()) or {}
-    entries = data.get("gaps", []) if isinstance(data, dict) else None
-    if not isinstance(entries, list):
-        raise ConfigError(f"{path}: expected a mapping with a list under 'gaps'")
     known = {(r.paper, r.table, r.dataset, f"{r.backbone_label} / {r.method_label}") for r in PAPER_RESULTS}
     out = []
-    for i, entry in enumerate(entries):
-        where = f"{path}: gaps[{i}]"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a mapping with keys {', '.join(_KEYS)}")
-        for key, kind in _KEYS.items():
-            if not isinstance(entry.get(key), kind):
-                raise ConfigError(f"{where}: key '{key}' must be a {kind.__name__}, got {entry.get(key)!r}")
-        unknown = sorted(set(entry) - set(_KEYS))
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {unknown}; expected {', '.join(_KEYS)}")
+    for where, entry in read_entries(Path(path), "gaps", _KEYS):
         for row in entry["rows"]:
             if (entry["paper"], entry["table"], entry["dataset"], row) not in known:
                 raise ConfigError(f"{where}: no paper cell {entry['paper']} {entry['table']} {entry['dataset']} "

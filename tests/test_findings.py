@@ -1,6 +1,10 @@
 """The leaderboard index's plain-words findings, on the fixture store of test_leaderboard."""
 from __future__ import annotations
 
+import re
+
+import pytest
+
 from benchmark.findings import findings_lines, verdicts
 from benchmark.leaderboard import write_leaderboards
 from benchmark.sections import build_sections
@@ -85,7 +89,7 @@ def test_sections_that_share_a_noise_setting_are_told_apart_by_their_differing_s
         row["config"]["train"]["min_epochs"] = 30
         row["run_id"] = f"min30{denoiser}"
         store.write(result_row(row, grid="fixture"))
-    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    write_leaderboards(tmp_path / "store", tmp_path / "out", superseded=[])  # replacements: the tests below
     text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
     heads = sorted(ln.split(":")[0] for ln in text.splitlines() if ln.startswith("- **ml-100k, clean"))
     assert heads == ["- **ml-100k, clean — train.min_epochs=0", "- **ml-100k, clean — train.min_epochs=0",
@@ -119,3 +123,75 @@ def test_a_denoiser_is_also_compared_with_a_plain_backbone_trained_on_its_instan
     # rows trained on the default instances have no such control
     (sasrec,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
     assert "against plain" not in sasrec
+
+
+def _replaced_patience_store(tmp_path):
+    """The fixture store plus gru4rec none/hsd/semantic-outlier (ratio 0.1) under patience 20."""
+    from benchmark.store import result_row
+    from tests.test_leaderboard import result
+
+    store = build_store(tmp_path / "store")
+    for denoiser, ndcg in (("none", 0.30), ("hsd", 0.27)):
+        row = result(0.0, "gru4rec", denoiser, None, 0, ndcg)
+        row["config"]["train"]["patience"] = 20
+        row["run_id"] = f"p20{denoiser}"
+        store.write(result_row(row, grid="fixture"))
+    return store
+
+
+def test_a_row_under_a_replaced_setting_leaves_the_findings_once_it_ran_under_the_replacement(tmp_path):
+    from benchmark.superseded import Supersession
+
+    _replaced_patience_store(tmp_path)
+    rule = Supersession("ml-100k", (("train.patience", 10),), (("train.patience", 20),), "Flat stretches.", "gru4rec")
+    write_leaderboards(tmp_path / "store", tmp_path / "out", superseded=[rule])
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (old,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean — train.patience=10: gru4rec**")]
+    # hsd ran again under patience 20: only semantic-outlier speaks for the old setting, marked as such
+    assert "semantic-outlier" in old and "hsd" not in old
+    assert "(A replaced setting, train.patience=10 → 20; these denoisers have not run under the new one.)" in old
+    (new,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean — train.patience=20: gru4rec**")]
+    assert "hsd -10.0%" in new
+    assert "- **ml-100k, train.patience=10 → 20**: Flat stretches. Left out: clean: gru4rec (hsd)." in text
+    # sasrec shares the old section but the rule names gru4rec only
+    (sasrec,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean — train.patience=10: sasrec**")]
+    assert "hsd" in sasrec and "replaced" not in sasrec
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    assert md.count("Replaced setting for gru4rec: train.patience=10 → 20") == 1
+
+
+def test_a_replaced_setting_without_its_replacement_in_the_store_changes_nothing(tmp_path):
+    from benchmark.superseded import Supersession
+
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "plain", superseded=[])
+    rule = Supersession("ml-100k", (("train.patience", 10),), (("train.patience", 20),), "Flat stretches.")
+    write_leaderboards(tmp_path / "store", tmp_path / "ruled", superseded=[rule])
+    for name in ("README.md", "ml-100k.md"):
+        assert (tmp_path / "ruled" / name).read_text() == (tmp_path / "plain" / name).read_text()
+
+
+@pytest.mark.parametrize("entry, message", [
+    ("{dataset: ml-100k, setting: {train.patience: 10}, replaced_by: {train.patience: 20}}", "key 'why' must be a str"),
+    ("{dataset: ml-100k, setting: {train.lr: 0.1}, replaced_by: {train.lr: 0.01}, why: x}",
+     "setting keys ['train.lr'] are not section keys"),
+    ("{dataset: ml-100k, setting: {train.patience: 10}, replaced_by: {train.min_epochs: 30}, why: x}",
+     "missing from setting: ['train.min_epochs']"),
+    ("{dataset: ml-100k, setting: {train.patience: 10}, replaced_by: {train.patience: 20}, why: x, seed: 0}",
+     "unknown keys ['seed']"),
+])
+def test_superseded_file_errors_name_the_file_entry_and_key(tmp_path, entry, message):
+    from benchmark.config import ConfigError
+    from benchmark.superseded import load_superseded
+
+    path = tmp_path / "superseded.yaml"
+    path.write_text(f"superseded:\n  - {entry}\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: superseded[0]: ") + ".*" + re.escape(message)):
+        load_superseded(path)
+
+
+def test_the_shipped_superseded_file_loads():
+    from benchmark.superseded import load_superseded
+
+    rules = load_superseded()
+    assert {r.change() for r in rules} >= {"train.patience=10 → 20", "train.min_epochs=0 → 30"}

@@ -101,7 +101,7 @@ def read_all(directory: Path, figures: bool = False) -> dict[str, bytes]:
 
 def test_leaderboard_matches_the_golden_files(tmp_path):
     build_store(tmp_path / "store")
-    write_leaderboards(tmp_path / "store", tmp_path / "out", gaps=[])  # gap explanations: tests/test_paper_gaps.py
+    write_leaderboards(tmp_path / "store", tmp_path / "out", gaps=[], superseded=[])  # both: their own tests
     produced = read_all(tmp_path / "out")
     assert sorted(produced) == ["README.md", "ml-100k.csv", "ml-100k.md"]
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["ml-100k-popularity.png", "ml-100k-robustness.png"]
