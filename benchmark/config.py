@@ -117,6 +117,7 @@ class LoggingConfig:
     wandb_tags: list[str] = field(default_factory=list)
     csv: bool = True
     progress: bool = True
+    epoch_lines: bool = False  # one line per epoch on stderr (time, valid metric, best): for logs without bars
     runs_dir: str = "runs"
 
 

@@ -22,6 +22,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -159,6 +160,29 @@ class EpochRecorder(FitState):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("valid/"):
                 row[key] = float(value)
+
+
+class EpochLines(pl.Callback):
+    """One line per training epoch on stderr, for logs where progress bars are off
+    (``logging.epoch_lines``): the epoch, its wall seconds, the watched validation metric and
+    the best so far. Reads ``recorder``, so it must come after it in the callback list."""
+
+    def __init__(self, recorder: EpochRecorder, label: str, watched: str) -> None:
+        self.recorder, self.label, self.watched = recorder, label, watched
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero or not self.recorder.curve:
+            return
+        row = self.recorder.curve[-1]
+        scored = [r for r in self.recorder.curve if self.watched in r]
+        text = f"{self.label}: epoch {int(row['epoch']) + 1}/{trainer.max_epochs}"
+        if self.recorder.epoch_seconds:
+            text += f", {self.recorder.epoch_seconds[-1]:.0f} s"
+        if self.watched in row:
+            best = max(scored, key=lambda r: r[self.watched])
+            text += (f", {self.watched} {row[self.watched]:.4f} (best {best[self.watched]:.4f} at epoch "
+                     f"{int(best['epoch']) + 1})")
+        print(text, file=sys.stderr, flush=True)
 
 
 class ResumePoint(FitState):
@@ -372,6 +396,8 @@ def train_and_test(
     watched = model.monitor_name
     callbacks = [
         recorder,
+        *([EpochLines(recorder, f"run {rid} {backbone_name}", f"valid/{model.monitor_metric}")]
+          if cfg.logging.epoch_lines else []),
         ResumePoint(),
         EarlyStoppingAfterMinEpochs(min_epochs=int(cfg.train.min_epochs), monitor=watched, mode="max",
                                     patience=int(cfg.train.patience)),
@@ -382,7 +408,7 @@ def train_and_test(
         pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
                                      save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
     ]
-    best_checkpoint = callbacks[3]
+    best_checkpoint = next(c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint))
     trainer = pl.Trainer(
         max_epochs=int(cfg.train.max_epochs),
         min_epochs=int(cfg.train.min_epochs),

@@ -124,3 +124,20 @@ def test_min_epochs_still_stops_a_flat_run_as_soon_as_it_is_allowed():
     assert _epochs_until_stop(stopper, [0.1] * 12) == 5
     without_min = EarlyStoppingAfterMinEpochs(min_epochs=0, monitor="valid/ndcg@10", mode="max", patience=2)
     assert _epochs_until_stop(without_min, [0.1] * 12) == 3
+
+
+def test_epoch_lines_report_each_epochs_time_metric_and_best_so_far(tmp_path, capsys):
+    cfg = compose(backbone="gru4rec", overrides=[*FAST, "train.max_epochs=3", "train.lr=0.005",
+                                                 "logging.epoch_lines=true"])
+    _, _, _, _, recorder, _ = train_and_test(cfg, transition_split(), "gru4rec", IdentityDenoiser(), tmp_path, "rid0")
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("run rid0 gru4rec: epoch")]
+    assert [ln.split(",")[0] for ln in lines] == [f"run rid0 gru4rec: epoch {e}/3" for e in (1, 2, 3)]
+    values = [r["valid/ndcg@10"] for r in recorder.curve]
+    best = max(range(3), key=lambda e: values[e])
+    assert lines[-1].endswith(f"valid/ndcg@10 {values[-1]:.4f} (best {values[best]:.4f} at epoch {best + 1})")
+    assert " s, valid/ndcg@10 " in lines[0]
+
+
+def test_epoch_lines_are_off_by_default(tmp_path, capsys):
+    _epochs_run(tmp_path, "train.max_epochs=2")
+    assert ": epoch 1/2" not in capsys.readouterr().err

@@ -27,7 +27,7 @@ def register(sub) -> None:
                    help="torch threads per cell (default: all cores, shared among --workers); give each "
                         "grid its share when several run at once (two on 2 cores: --threads 1)")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bars: neither the grid's nor the cells' per-epoch bars (for logs)")
+                   help="no progress bars (for logs): a line per finished cell and per training epoch instead")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed, "
                         "or a denoiser_params key of the grid")
@@ -70,7 +70,7 @@ def main(args) -> int:
     spec = load_grid(args.grid)
     try:
         # logging keys are not part of run ids, so silencing the cells' bars keeps every cell's id
-        quiet = ["logging.progress=false"] if args.no_progress else []
+        quiet = ["logging.progress=false", "logging.epoch_lines=true"] if args.no_progress else []
         cells = select(expand(spec, list(args.overrides) + quiet), args.only)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
