@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmark.sections import Section, Variant, dump, mean_std, representative_variants
+from benchmark.sections import Section, Variant, dump, mean_std, representative_variants, trained_instances
 
 PREFERRED_BACKBONE = "sasrec"
 _PNG_METADATA = {"Software": None}
@@ -59,16 +59,26 @@ def robustness_series(sections: list[Section], metric: str = "test_ndcg@10") -> 
     if not usable:
         return None, {}
     group = max(usable, key=lambda g: (len({r for r, _ in g}), sum(len(v.runs) for _, s in g for v in s.variants)))
-    by_backbone: dict[str, dict[str, list]] = {}
+    # a line follows one denoiser of one backbone on one kind of training instances, through the
+    # setting validation chose at each noise ratio (a plain control on HSD's instances is another
+    # line); labels are given after one-point lines are dropped, so the plain row stays "none"
+    points: dict[tuple, list] = {}
+    seen: dict[tuple, Variant] = {}
     for ratio, s in sorted(group, key=lambda x: x[0]):
         variants = representative_variants(s)
-        labels = _line_labels(variants)
-        for v in variants:
+        kinds = [(v.backbone, v.denoiser, trained_instances(v)) for v in variants]
+        for v, kind in zip(variants, kinds):
             value = _mean(v, metric)
             if value is not None:
-                by_backbone.setdefault(v.backbone, {}).setdefault(labels[id(v)], []).append((ratio, value))
-    lines = {b: {k: pts for k, pts in sorted(series.items()) if len(pts) >= 2} for b, series in by_backbone.items()}
-    lines = {b: series for b, series in lines.items() if series}
+                key = kind if kinds.count(kind) == 1 else (*kind, dump(v.config))
+                points.setdefault(key, []).append((ratio, value))
+                seen.setdefault(key, v)
+    kept = {key: pts for key, pts in points.items() if len(pts) >= 2}
+    labels = _line_labels([seen[key] for key in kept])
+    lines: dict[str, dict[str, list]] = {}
+    for key, pts in kept.items():
+        lines.setdefault(key[0], {})[labels[id(seen[key])]] = pts
+    lines = {b: dict(sorted(series.items())) for b, series in lines.items()}
     if not lines:
         return None, {}
     backbone = PREFERRED_BACKBONE if PREFERRED_BACKBONE in lines else max(sorted(lines), key=lambda b: len(lines[b]))
@@ -116,7 +126,8 @@ def plot_robustness(dataset: str, backbone: str, series: dict[str, list], path: 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 3.5), dpi=100)
     for label, pts in series.items():
-        ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        plain = {"color": "black", "linestyle": "--"} if label == "none" else {}  # the baseline stands apart
+        ax.plot([100 * p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **plain)
     ax.set_xlabel("injected replacement noise (% of interactions)")
     ax.set_ylabel("test NDCG@10 (mean over seeds)")
     ax.set_title(f"{dataset}, {backbone}: robustness to noise")

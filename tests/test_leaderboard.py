@@ -326,6 +326,25 @@ def test_robustness_figure_follows_each_denoiser_across_noise_ratios_with_its_va
     assert len(series["semantic-outlier"]) == 2 and series["semantic-outlier"][1] == (0.1, pytest.approx(0.287 / 3))
 
 
+def test_robustness_figure_keeps_the_plain_line_when_the_clean_section_also_holds_a_plain_control(tmp_path):
+    from benchmark.figures import robustness_series
+    from benchmark.store import ResultStore, result_row
+
+    store = build_store(tmp_path / "store")
+    for seed in SEEDS:  # a plain control on prefix instances, clean data only: its label gets the keys
+        row = result(0.0, "gru4rec", "none", None, seed, 0.05)
+        row["config"]["train"].update(train_instances="prefix", prefix_epoch_share=0.1)
+        row["protocol"]["train_instances"] = "prefix"  # another protocol: not passed over by the validation choice
+        row["run_id"] = f"gruprefix{seed}"
+        store.write(result_row(row, grid="fixture"))
+    rows = [r for r in ResultStore(tmp_path / "store").frame().to_dicts() if r["status"] == "ok"]
+    backbone, series = robustness_series(build_sections(rows)["ml-100k"])
+    assert backbone == "gru4rec"
+    # the default plain row is one line across both ratios, named "none"; the control has one point: no line
+    assert series["none"] == [(0.0, pytest.approx(0.11)), (0.1, pytest.approx(0.085))]
+    assert sorted(series) == ["none", "semantic-outlier"]
+
+
 def test_popularity_figure_reads_removal_ratio_per_bucket_from_the_detection_columns(tmp_path):
     from benchmark.figures import popularity_series
     from benchmark.store import ResultStore
