@@ -99,6 +99,9 @@ class TrainConfig:
     # training instances of similar length into batches (runs of this many batches are sorted)
     trim_padding: bool = True
     bucket_batches: int = 50
+    # transfer runs that differ only in the target backbone share one native phase
+    # (benchmark.native_cache; results unchanged, not part of run ids)
+    share_native: bool = True
 
 
 @dataclass
@@ -318,7 +321,8 @@ def to_dict(cfg: DictConfig) -> dict:
 
 
 # Fields that never change results, excluded from the run id.
-_NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("eval", "batch_size"), ("profile",)}
+_NON_SEMANTIC = {("logging",), ("train", "num_workers"), ("train", "pin_memory"), ("train", "share_native"),
+                 ("eval", "batch_size"), ("profile",)}
 # Keys added after results were stored: at these values they are left out of the hash, so the
 # run ids of every earlier config stay valid; any other value changes the id as usual.
 OMIT_AT_DEFAULT = {("train", "min_epochs"): 0, ("protocol",): DEFAULT_PROTOCOL, ("train", "strategy"): "auto",

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import os
-import random
 import shutil
 import sys
 import time
@@ -36,6 +35,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config import run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
+from benchmark.native_cache import NativeCache, NativeOutcome, native_key, rng_state, set_rng_state
 from benchmark.provenance import git_commit, library_versions
 from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
@@ -196,24 +196,10 @@ class ResumePoint(FitState):
         self._stopped = False
 
     def state_dict(self) -> dict:
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        return {
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            # numpy's state as tensors and numbers: checkpoints load with weights_only=True
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "cached": float(cached)},
-            "python": random.getstate(),
-            "stopped": bool(self._trainer is not None and self._trainer.should_stop),
-        }
+        return {**rng_state(), "stopped": bool(self._trainer is not None and self._trainer.should_stop)}
 
     def restore(self, state: dict) -> None:
-        torch.set_rng_state(state["torch"])
-        if state["cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda"])
-        n = state["numpy"]
-        np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
-        random.setstate(state["python"])
+        set_rng_state(state)
         self._stopped = bool(state["stopped"])
 
     def on_train_start(self, trainer, pl_module) -> None:
@@ -600,6 +586,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     detection = None
     mode = "plain"
     train_denoiser: Denoiser = denoiser
+    shared_report: list = []  # [report] when the native phase was read from the shared cache
     resumed_from: dict[str, int] = {}
     made_by = {"run_id": rid, "config": to_dict(cfg), "git_commit": commit}  # provenance of exported data
 
@@ -617,17 +604,39 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         # (LLM4DSR's fine-tuning draws random numbers) or read from its cache
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
-        mode = f"transfer from {denoiser.default_native}"
-        native, _, _, _, native_recorder, _ = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir,
-                                                              rid, resume)
-        resumed_from[denoiser.default_native] = native_recorder.restored_epochs
-        decisions = denoiser.export(native, split.train)
+        native_name = denoiser.default_native
+        mode = f"transfer from {native_name}"
+        cache = NativeCache(runs_root, native_key(to_dict(cfg), native_name)) if cfg.train.share_native else None
+        shared = cache.load(split.train) if cache is not None else None
+        exported: dict = {}
+        if shared is None:
+            native, _, _, _, native_recorder, native_seconds = train_and_test(cfg, split, native_name, denoiser,
+                                                                               out_dir, rid, resume)
+            resumed_from[native_name] = native_recorder.restored_epochs
+
+            def decide(history, stage):
+                out = denoiser.export(native, history)
+                if out is not None:
+                    exported[stage] = out
+                return out
+        else:
+            log.info("run %s: native %s phase taken from run %s (%s)", rid, native_name,
+                     shared.source.get("run_id"), cache.directory)
+            decide = shared.decide
+            timings["native_shared_from_seconds"] = float(shared.source.get("seconds", 0.0))
+        decisions = decide(split.train, "train") if shared is None else shared.decisions["train"]
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions, made_by)
-        split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({denoiser.default_native})")
+        split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({native_name})")
         if denoiser.denoises_eval_inputs:
-            split = denoise_eval_histories(lambda history, _: denoiser.export(native, history), split,
-                                           out_dir / "denoised", made_by)
+            split = denoise_eval_histories(decide, split, out_dir / "denoised", made_by)
+        if shared is None and cache is not None:
+            cache.save(NativeOutcome(exported, denoiser.report() or None, rng_state(),
+                                     {"run_id": rid, "git_commit": commit, "seconds": native_seconds,
+                                      "torch_threads": torch.get_num_threads()}))
+        elif shared is not None:
+            set_rng_state(shared.rng)  # where the native phase left the generators
+            shared_report.append(shared.report)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"
@@ -654,7 +663,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         curve=recorder.curve,
         timings=timings,
         detection=detection,
-        denoiser_report=denoiser.report() or None,
+        denoiser_report=shared_report[0] if shared_report else (denoiser.report() or None),
         mode=mode,
         best_epoch=getattr(model, "best_epoch", -1),
         epochs=len(recorder.epoch_seconds),

@@ -27,7 +27,7 @@ SIGNIFICANCE = 0.05
 SETTING_PREFIXES = ("dataset.",)
 SETTING_KEYS = ("protocol", "train.max_epochs", "train.min_epochs", "train.patience", "train.monitor", "eval.ks", "eval.exclude_history", "data_source")
 IGNORED_KEYS = ("seed", "profile", "dataset.name", "dataset.root", "train.num_workers", "train.pin_memory",
-                "eval.batch_size", "eval.optimistic_ties")
+                "train.share_native", "eval.batch_size", "eval.optimistic_ties")
 IGNORED_PREFIXES = ("logging.",)
 # Budget keys named in a variant's label whenever they differ from their default, even when no
 # peer differs: a row trained on part of each epoch must say so.

@@ -1,0 +1,60 @@
+"""Transfer runs that differ only in the target backbone share one native phase
+(benchmark.native_cache), with results equal to those of a run that trains it itself."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from benchmark.config import compose
+from benchmark.run import execute
+
+# STEAM: native BERT4Rec; its corrector also rewrites the evaluation histories (valid, test)
+COMMON = ["dataset.synthetic.n_users=60", "dataset.synthetic.n_items=40", "dataset.max_len=12",
+          "train.batch_size=64", "train.max_epochs=2"]
+
+
+def _run(runs_dir: Path, backbone: str, *extra: str):
+    cfg = compose(backbone=backbone, denoiser="steam", dataset="synthetic", profile="smoke", overrides=[*COMMON, *extra])
+    return execute(cfg, runs_dir=runs_dir)
+
+
+def _outcome(result) -> dict:
+    data = result.to_json()
+    return {k: data[k] for k in ("valid", "test", "test_optimistic", "detection", "denoiser_report", "epochs",
+                                 "best_epoch", "curve", "protocol", "mode")}
+
+
+def test_a_second_target_backbone_reuses_the_native_phase_and_matches_an_unshared_run_exactly(tmp_path):
+    first = _run(tmp_path / "shared", "gru4rec")
+    assert first.mode == "transfer from bert4rec"
+    assert len(list((tmp_path / "shared" / "_native").iterdir())) == 1
+    reused = _run(tmp_path / "shared", "sasrec")
+    assert not (tmp_path / "shared" / reused.run_id / "checkpoints" / "bert4rec").exists()  # no native training
+    assert reused.timings["native_shared_from_seconds"] > 0
+    assert reused.protocol["denoised_eval_histories"] == "valid,test"
+    alone = _run(tmp_path / "alone", "sasrec", "train.share_native=false")
+    assert alone.run_id == reused.run_id  # the switch is not part of the run id
+    assert (tmp_path / "alone" / alone.run_id / "checkpoints" / "bert4rec").exists()
+    assert not (tmp_path / "alone" / "_native").exists()
+    assert _outcome(reused) == _outcome(alone)
+    for stage in ("", "valid", "test"):  # the exported data too
+        a = (tmp_path / "shared" / reused.run_id / "denoised" / stage / "masks.tsv").read_bytes()
+        assert a == (tmp_path / "alone" / alone.run_id / "denoised" / stage / "masks.tsv").read_bytes()
+
+
+def test_a_native_phase_with_other_settings_is_not_shared(tmp_path):
+    _run(tmp_path, "gru4rec")
+    _run(tmp_path, "sasrec", "train.lr=0.002")  # the native phase trains with this lr too
+    assert len(list((tmp_path / "_native").iterdir())) == 2
+
+
+def test_an_unreadable_shared_phase_is_trained_again_with_a_warning(tmp_path, caplog):
+    first = _run(tmp_path / "a", "gru4rec")
+    (cache,) = (tmp_path / "a" / "_native").iterdir()
+    (cache / "train.npz").write_bytes(b"not an npz")
+    with caplog.at_level(logging.WARNING, logger="benchmark.native_cache"):
+        again = _run(tmp_path / "a", "sasrec")
+    assert "unreadable" in caplog.text and str(cache) in caplog.text
+    assert (tmp_path / "a" / again.run_id / "checkpoints" / "bert4rec").exists()
+    alone = _run(tmp_path / "b", "sasrec", "train.share_native=false")
+    assert _outcome(again) == _outcome(alone) and first.mode == again.mode
