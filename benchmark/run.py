@@ -624,6 +624,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
                      shared.source.get("run_id"), cache.directory)
             decide = shared.decide
             timings["native_shared_from_seconds"] = float(shared.source.get("seconds", 0.0))
+            made_by = {**made_by, "native_phase_from": shared.source}  # the export's manifest names it
         decisions = decide(split.train, "train") if shared is None else shared.decisions["train"]
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions, made_by)

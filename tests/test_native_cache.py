@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from benchmark.config import compose
+from benchmark.integrity import read_manifest
 from benchmark.run import execute
 
 # STEAM: native BERT4Rec; its corrector also rewrites the evaluation histories (valid, test)
@@ -32,6 +33,8 @@ def test_a_second_target_backbone_reuses_the_native_phase_and_matches_an_unshare
     assert not (tmp_path / "shared" / reused.run_id / "checkpoints" / "bert4rec").exists()  # no native training
     assert reused.timings["native_shared_from_seconds"] > 0
     assert reused.protocol["denoised_eval_histories"] == "valid,test"
+    manifest = read_manifest(tmp_path / "shared" / reused.run_id / "denoised")
+    assert manifest["provenance"]["native_phase_from"]["run_id"] == first.run_id
     alone = _run(tmp_path / "alone", "sasrec", "train.share_native=false")
     assert alone.run_id == reused.run_id  # the switch is not part of the run id
     assert (tmp_path / "alone" / alone.run_id / "checkpoints" / "bert4rec").exists()
