@@ -13,20 +13,25 @@ on the training sequences (and on the evaluation histories when the method denoi
 denoiser's report, and the random-number-generator state right after the exports. A later run
 with the same key takes these instead of training, restores the generators, and continues
 exactly as it would have after training the native model itself: its results equal those of an
-uncached run bit for bit (``tests/test_native_cache.py``). ``train.share_native=false`` turns
+uncached run bit for bit (``tests/test_native_cache.py``). A run that reaches a native phase
+another process is training waits for it (a lock beside the directory) rather than training the
+same model at the same time. ``train.share_native=false`` turns
 the sharing off; it is not part of run ids. The key is the run id of the config with the
 ``backbone`` section replaced by the native backbone's name.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -102,6 +107,24 @@ class NativeCache:
 
     def __init__(self, runs_root: Path, key: str) -> None:
         self.directory = Path(runs_root) / CACHE_DIR / key
+
+    @contextmanager
+    def claim(self) -> Iterator[None]:
+        """Hold the key's lock (``<key>.lock`` beside the directory) for the body: a second run
+        with the same key waits here, then finds the outcome stored, instead of training the
+        same native model at the same time. The kernel drops the lock when its holder exits
+        however it exits, so a crashed holder leaves the waiter to train it."""
+        self.directory.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory.with_name(self.directory.name + ".lock"), os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.warning("%s: another run is training this native phase; waiting for it", self.directory)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def load(self, train: Sequences) -> NativeOutcome | None:
         """The stored outcome (its training decisions re-attached to ``train``), or None when

@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -607,37 +608,38 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         native_name = denoiser.default_native
         mode = f"transfer from {native_name}"
         cache = NativeCache(runs_root, native_key(to_dict(cfg), native_name)) if cfg.train.share_native else None
-        shared = cache.load(split.train) if cache is not None else None
-        exported: dict = {}
-        if shared is None:
-            native, _, _, _, native_recorder, native_seconds = train_and_test(cfg, split, native_name, denoiser,
-                                                                               out_dir, rid, resume)
-            resumed_from[native_name] = native_recorder.restored_epochs
+        with cache.claim() if cache is not None else nullcontext():
+            shared = cache.load(split.train) if cache is not None else None
+            exported: dict = {}
+            if shared is None:
+                native, _, _, _, native_recorder, native_seconds = train_and_test(cfg, split, native_name, denoiser,
+                                                                                   out_dir, rid, resume)
+                resumed_from[native_name] = native_recorder.restored_epochs
 
-            def decide(history, stage):
-                out = denoiser.export(native, history)
-                if out is not None:
-                    exported[stage] = out
-                return out
-        else:
-            log.info("run %s: native %s phase taken from run %s (%s)", rid, native_name,
-                     shared.source.get("run_id"), cache.directory)
-            decide = shared.decide
-            timings["native_shared_from_seconds"] = float(shared.source.get("seconds", 0.0))
-            made_by = {**made_by, "native_phase_from": shared.source}  # the export's manifest names it
-        decisions = decide(split.train, "train") if shared is None else shared.decisions["train"]
-        detection = detection_from_denoised(split, decisions)
-        save_denoised(out_dir / "denoised", split, decisions, made_by)
-        split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({native_name})")
-        if denoiser.denoises_eval_inputs:
-            split = denoise_eval_histories(decide, split, out_dir / "denoised", made_by)
-        if shared is None and cache is not None:
-            cache.save(NativeOutcome(exported, denoiser.report() or None, rng_state(),
-                                     {"run_id": rid, "git_commit": commit, "seconds": native_seconds,
-                                      "torch_threads": torch.get_num_threads()}))
-        elif shared is not None:
-            set_rng_state(shared.rng)  # where the native phase left the generators
-            shared_report.append(shared.report)
+                def decide(history, stage):
+                    out = denoiser.export(native, history)
+                    if out is not None:
+                        exported[stage] = out
+                    return out
+            else:
+                log.info("run %s: native %s phase taken from run %s (%s)", rid, native_name,
+                         shared.source.get("run_id"), cache.directory)
+                decide = shared.decide
+                timings["native_shared_from_seconds"] = float(shared.source.get("seconds", 0.0))
+                made_by = {**made_by, "native_phase_from": shared.source}  # the export's manifest names it
+            decisions = decide(split.train, "train") if shared is None else shared.decisions["train"]
+            detection = detection_from_denoised(split, decisions)
+            save_denoised(out_dir / "denoised", split, decisions, made_by)
+            split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({native_name})")
+            if denoiser.denoises_eval_inputs:
+                split = denoise_eval_histories(decide, split, out_dir / "denoised", made_by)
+            if shared is None and cache is not None:
+                cache.save(NativeOutcome(exported, denoiser.report() or None, rng_state(),
+                                         {"run_id": rid, "git_commit": commit, "seconds": native_seconds,
+                                          "torch_threads": torch.get_num_threads()}))
+            elif shared is not None:
+                set_rng_state(shared.rng)  # where the native phase left the generators
+                shared_report.append(shared.report)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"

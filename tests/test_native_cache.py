@@ -19,6 +19,11 @@ def _run(runs_dir: Path, backbone: str, *extra: str):
     return execute(cfg, runs_dir=runs_dir)
 
 
+def _phases(runs_dir: Path) -> list[Path]:
+    """The stored native phases (directories; their lock files lie beside them)."""
+    return [p for p in (runs_dir / "_native").iterdir() if p.is_dir()]
+
+
 def _outcome(result) -> dict:
     data = result.to_json()
     return {k: data[k] for k in ("valid", "test", "test_optimistic", "detection", "denoiser_report", "epochs",
@@ -28,7 +33,7 @@ def _outcome(result) -> dict:
 def test_a_second_target_backbone_reuses_the_native_phase_and_matches_an_unshared_run_exactly(tmp_path):
     first = _run(tmp_path / "shared", "gru4rec")
     assert first.mode == "transfer from bert4rec"
-    assert len(list((tmp_path / "shared" / "_native").iterdir())) == 1
+    assert len(_phases(tmp_path / "shared")) == 1
     reused = _run(tmp_path / "shared", "sasrec")
     assert not (tmp_path / "shared" / reused.run_id / "checkpoints" / "bert4rec").exists()  # no native training
     assert reused.timings["native_shared_from_seconds"] > 0
@@ -48,12 +53,12 @@ def test_a_second_target_backbone_reuses_the_native_phase_and_matches_an_unshare
 def test_a_native_phase_with_other_settings_is_not_shared(tmp_path):
     _run(tmp_path, "gru4rec")
     _run(tmp_path, "sasrec", "train.lr=0.002")  # the native phase trains with this lr too
-    assert len(list((tmp_path / "_native").iterdir())) == 2
+    assert len(_phases(tmp_path)) == 2
 
 
 def test_an_unreadable_shared_phase_is_trained_again_with_a_warning(tmp_path, caplog):
     first = _run(tmp_path / "a", "gru4rec")
-    (cache,) = (tmp_path / "a" / "_native").iterdir()
+    (cache,) = _phases(tmp_path / "a")
     (cache / "train.npz").write_bytes(b"not an npz")
     with caplog.at_level(logging.WARNING, logger="benchmark.native_cache"):
         again = _run(tmp_path / "a", "sasrec")
@@ -61,3 +66,20 @@ def test_an_unreadable_shared_phase_is_trained_again_with_a_warning(tmp_path, ca
     assert (tmp_path / "a" / again.run_id / "checkpoints" / "bert4rec").exists()
     alone = _run(tmp_path / "b", "sasrec", "train.share_native=false")
     assert _outcome(again) == _outcome(alone) and first.mode == again.mode
+
+
+def test_a_second_run_of_the_same_native_phase_waits_for_the_first_to_store_it(tmp_path):
+    import threading
+
+    from benchmark.native_cache import NativeCache
+
+    cache = NativeCache(tmp_path, "k")
+    order = []
+    with cache.claim():
+        second = threading.Thread(target=lambda: (cache.claim().__enter__(), order.append("second claimed")))
+        second.start()
+        second.join(timeout=0.5)
+        order.append("first releases")
+        assert second.is_alive()  # blocked on the lock the first holds
+    second.join(timeout=30)
+    assert order == ["first releases", "second claimed"]
