@@ -83,3 +83,16 @@ def test_a_second_run_of_the_same_native_phase_waits_for_the_first_to_store_it(t
         assert second.is_alive()  # blocked on the lock the first holds
     second.join(timeout=30)
     assert order == ["first releases", "second claimed"]
+
+
+def test_dropping_a_transfer_run_drops_the_native_phase_it_made(tmp_path):
+    from benchmark.commands.results import drop_runs
+    from benchmark.store import ResultStore, result_row
+
+    store = ResultStore(tmp_path / "store")
+    first = _run(tmp_path / "runs", "gru4rec")
+    store.write(result_row(first.to_json()))
+    (phase,) = _phases(tmp_path / "runs")
+    deleted = drop_runs([first.run_id], store, tmp_path / "runs")
+    assert str(phase) in deleted and not phase.exists()  # its rerun trains the native model again
+    assert not (tmp_path / "runs" / first.run_id).exists()

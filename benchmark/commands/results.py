@@ -26,7 +26,8 @@ def register(sub) -> None:
     p.add_argument("--columns", action="store_true", help="list the store's columns and exit")
     p.add_argument("--drop", nargs="+", default=None, metavar="RUN_ID",
                    help="invalidate these runs so that the next `bench grid` reruns them: delete their store "
-                        "file and their run directory (a finished run's result.json would be re-imported)")
+                        "file, their run directory (a finished run's result.json would be re-imported) and, for "
+                        "a transfer run, the shared native phase it made or read (runs/_native)")
     p.add_argument("--runs-dir", default="runs", help="run directories, for --drop (default: runs)")
     p.set_defaults(func=main)
 
@@ -86,7 +87,7 @@ def drop_runs(run_ids: list[str], store, runs_dir: Path) -> list[str]:
         if holder is not None:
             raise UserError(f"--drop {rid}: the run is executing in process {holder.get('pid', '?')} on "
                             f"{holder.get('host', '?')}; stop it first (nothing was deleted)")
-    deleted = []
+    deleted = [str(path) for path in _drop_native_phases(run_ids, store, runs_dir)]
     for rid in run_ids:
         if store.path(rid).exists():
             store.path(rid).unlink()
@@ -95,6 +96,29 @@ def drop_runs(run_ids: list[str], store, runs_dir: Path) -> list[str]:
             shutil.rmtree(runs_dir / rid)
             deleted.append(str(runs_dir / rid))
     return deleted
+
+
+def _drop_native_phases(run_ids: list[str], store, runs_dir: Path) -> list[Path]:
+    """Delete the shared native phases (:mod:`benchmark.native_cache`) of the transfer runs
+    among ``run_ids``: a run is dropped because its numbers are in doubt, and the phase it made
+    or read would otherwise be read again by its rerun."""
+    import json
+
+    import polars as pl
+
+    from benchmark.native_cache import CACHE_DIR, native_key
+
+    rows = [row for rid in run_ids if store.path(rid).exists() for row in pl.read_parquet(store.path(rid)).to_dicts()]
+    out = []
+    for row in rows:
+        mode = str(row.get("mode") or "")
+        if not mode.startswith("transfer from ") or not row.get("config_json"):
+            continue
+        phase = runs_dir / CACHE_DIR / native_key(json.loads(row["config_json"]), mode[len("transfer from "):])
+        if phase.is_dir():
+            shutil.rmtree(phase)
+            out.append(phase)
+    return out
 
 
 def main(args) -> int:
