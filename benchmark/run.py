@@ -557,6 +557,35 @@ def write_failure(path: Path, rid: str, exc: BaseException, commit: str | None) 
     tmp.replace(path)
 
 
+def native_phase(cfg: DictConfig, split: SplitData, denoiser: Denoiser, out_dir: Path, runs_root: Path, rid: str,
+                 commit: str | None, resume: bool) -> tuple[NativeOutcome, int | None]:
+    """A transfer run's native phase (:mod:`benchmark.native_cache`): the denoiser trained with its
+    native backbone and its decisions on the training sequences (and on the evaluation histories
+    when it denoises them), read from the shared cache when another run stored it, else trained
+    here and stored. Returns the outcome and the epochs the native fit resumed from a checkpoint
+    (None when it was read). The exports run in the order the run applies them (train, valid,
+    test) and nothing between them draws from the global generators, so the generator state
+    after them is the one a run that exported step by step would reach."""
+    cache = NativeCache(runs_root, native_key(to_dict(cfg), denoiser.default_native)) if cfg.train.share_native else None
+    with cache.claim() if cache is not None else nullcontext():
+        shared = cache.load(split.train) if cache is not None else None
+        if shared is not None:
+            return shared, None
+        native, _, _, _, recorder, seconds = train_and_test(cfg, split, denoiser.default_native, denoiser, out_dir,
+                                                            rid, resume)
+        histories = {"train": split.train}
+        if denoiser.denoises_eval_inputs:
+            histories.update(valid=split.valid.history, test=split.test.history)
+        decisions = {stage: d for stage, history in histories.items()
+                     if (d := denoiser.export(native, history)) is not None}
+        outcome = NativeOutcome(decisions, denoiser.report() or None, rng_state(),
+                                {"run_id": rid, "git_commit": commit, "seconds": seconds,
+                                 "torch_threads": torch.get_num_threads()})
+        if cache is not None:
+            cache.save(outcome)
+        return outcome, recorder.restored_epochs
+
+
 def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None,
                       resume: bool = False) -> RunResult:
     from benchmark.data.build import build_split_data
@@ -587,7 +616,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     detection = None
     mode = "plain"
     train_denoiser: Denoiser = denoiser
-    shared_report: list = []  # [report] when the native phase was read from the shared cache
+    report = lambda: denoiser.report() or None  # noqa: E731
     resumed_from: dict[str, int] = {}
     made_by = {"run_id": rid, "config": to_dict(cfg), "git_commit": commit}  # provenance of exported data
 
@@ -607,39 +636,21 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         native_name = denoiser.default_native
         mode = f"transfer from {native_name}"
-        cache = NativeCache(runs_root, native_key(to_dict(cfg), native_name)) if cfg.train.share_native else None
-        with cache.claim() if cache is not None else nullcontext():
-            shared = cache.load(split.train) if cache is not None else None
-            exported: dict = {}
-            if shared is None:
-                native, _, _, _, native_recorder, native_seconds = train_and_test(cfg, split, native_name, denoiser,
-                                                                                   out_dir, rid, resume)
-                resumed_from[native_name] = native_recorder.restored_epochs
-
-                def decide(history, stage):
-                    out = denoiser.export(native, history)
-                    if out is not None:
-                        exported[stage] = out
-                    return out
-            else:
-                log.info("run %s: native %s phase taken from run %s (%s)", rid, native_name,
-                         shared.source.get("run_id"), cache.directory)
-                decide = shared.decide
-                timings["native_shared_from_seconds"] = float(shared.source.get("seconds", 0.0))
-                made_by = {**made_by, "native_phase_from": shared.source}  # the export's manifest names it
-            decisions = decide(split.train, "train") if shared is None else shared.decisions["train"]
-            detection = detection_from_denoised(split, decisions)
-            save_denoised(out_dir / "denoised", split, decisions, made_by)
-            split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({native_name})")
-            if denoiser.denoises_eval_inputs:
-                split = denoise_eval_histories(decide, split, out_dir / "denoised", made_by)
-            if shared is None and cache is not None:
-                cache.save(NativeOutcome(exported, denoiser.report() or None, rng_state(),
-                                         {"run_id": rid, "git_commit": commit, "seconds": native_seconds,
-                                          "torch_threads": torch.get_num_threads()}))
-            elif shared is not None:
-                set_rng_state(shared.rng)  # where the native phase left the generators
-                shared_report.append(shared.report)
+        phase, restored = native_phase(cfg, split, denoiser, out_dir, runs_root, rid, commit, resume)
+        if restored is None:
+            log.info("run %s: native %s phase taken from run %s", rid, native_name, phase.source.get("run_id"))
+            timings["native_shared_from_seconds"] = float(phase.source.get("seconds", 0.0))
+            made_by = {**made_by, "native_phase_from": phase.source}  # the export's manifest names it
+        else:
+            resumed_from[native_name] = restored
+        decisions = phase.decisions["train"]
+        detection = detection_from_denoised(split, decisions)
+        save_denoised(out_dir / "denoised", split, decisions, made_by)
+        split = split.with_train(decisions.apply(), denoised_by=f"{cfg.denoiser.name} ({native_name})")
+        if denoiser.denoises_eval_inputs:
+            split = denoise_eval_histories(phase.decide, split, out_dir / "denoised", made_by)
+        set_rng_state(phase.rng)  # where the native phase left the generators, trained here or read
+        report = lambda: phase.report  # noqa: E731 (the denoiser object was not trained when it was read)
         train_denoiser = make_denoiser({"name": "none"}, resources)
     elif denoiser.level == "train":
         mode = "joint"
@@ -666,7 +677,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         curve=recorder.curve,
         timings=timings,
         detection=detection,
-        denoiser_report=shared_report[0] if shared_report else (denoiser.report() or None),
+        denoiser_report=report(),
         mode=mode,
         best_epoch=getattr(model, "best_epoch", -1),
         epochs=len(recorder.epoch_seconds),
