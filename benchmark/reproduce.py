@@ -20,7 +20,7 @@ from benchmark.config import ConfigError, compose, run_id
 from benchmark.store import STATUS_OK, ResultStore, result_row
 
 COMPARED_PREFIXES = ("valid_", "test_", "det_")
-COMPARED_COLUMNS = ("epochs", "best_epoch", "mode")
+COMPARED_COLUMNS = ("epochs", "best_epoch", "mode", "native_epochs", "native_best_epoch")
 
 
 class ReproduceError(ValueError):

@@ -68,6 +68,9 @@ class RunResult:
     git_commit: str = field(default_factory=git_commit)
     status: str = "ok"
     resumed_from: dict[str, int] = field(default_factory=dict)  # backbone -> epochs restored by --resume
+    # a transfer run's native phase: backbone, epochs trained and best epoch (None when the shared
+    # phase was stored before these were recorded)
+    native: dict | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -580,7 +583,9 @@ def native_phase(cfg: DictConfig, split: SplitData, denoiser: Denoiser, out_dir:
                      if (d := denoiser.export(native, history)) is not None}
         outcome = NativeOutcome(decisions, denoiser.report() or None, rng_state(),
                                 {"run_id": rid, "git_commit": commit, "seconds": seconds,
-                                 "torch_threads": torch.get_num_threads()})
+                                 "torch_threads": torch.get_num_threads(), "backbone": denoiser.default_native,
+                                 "epochs": len(recorder.epoch_seconds),
+                                 "best_epoch": int(getattr(native, "best_epoch", -1))})
         if cache is not None:
             cache.save(outcome)
         return outcome, recorder.restored_epochs
@@ -618,6 +623,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     train_denoiser: Denoiser = denoiser
     report = lambda: denoiser.report() or None  # noqa: E731
     resumed_from: dict[str, int] = {}
+    native_fit: dict | None = None
     made_by = {"run_id": rid, "config": to_dict(cfg), "git_commit": commit}  # provenance of exported data
 
     t0 = time.perf_counter()
@@ -643,6 +649,8 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
             made_by = {**made_by, "native_phase_from": phase.source}  # the export's manifest names it
         else:
             resumed_from[native_name] = restored
+        native_fit = {"backbone": native_name, "epochs": phase.source.get("epochs"),
+                      "best_epoch": phase.source.get("best_epoch")}
         decisions = phase.decisions["train"]
         detection = detection_from_denoised(split, decisions)
         save_denoised(out_dir / "denoised", split, decisions, made_by)
@@ -683,6 +691,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         epochs=len(recorder.epoch_seconds),
         git_commit=commit,
         resumed_from={k: v for k, v in resumed_from.items() if v} if resume else {},
+        native=native_fit,
     )
     _write_curve(out_dir / "curve.csv", recorder.curve)
     tmp = result_file.with_suffix(".json.tmp")

@@ -90,6 +90,11 @@ def result_row(result: dict, grid: str | None = None, grid_file: str | None = No
     row["mode"] = result.get("mode")
     row["epochs"] = result.get("epochs")
     row["best_epoch"] = result.get("best_epoch")
+    # the native phase's stopping point: a behaviour change that moves it is visible in the row
+    native = result.get("native") or {}
+    for key in ("epochs", "best_epoch"):
+        if native.get(key) is not None:
+            row[f"native_{key}"] = int(native[key])
     for prefix in ("valid", "test", "test_optimistic"):
         for key, value in sorted((result.get(prefix) or {}).items()):
             row[f"{prefix}_{key}"] = float(value)

@@ -27,7 +27,7 @@ def _phases(runs_dir: Path) -> list[Path]:
 def _outcome(result) -> dict:
     data = result.to_json()
     return {k: data[k] for k in ("valid", "test", "test_optimistic", "detection", "denoiser_report", "epochs",
-                                 "best_epoch", "curve", "protocol", "mode")}
+                                 "best_epoch", "curve", "protocol", "mode", "native")}
 
 
 def test_a_second_target_backbone_reuses_the_native_phase_and_matches_an_unshared_run_exactly(tmp_path):
@@ -96,3 +96,19 @@ def test_dropping_a_transfer_run_drops_the_native_phase_it_made(tmp_path):
     deleted = drop_runs([first.run_id], store, tmp_path / "runs")
     assert str(phase) in deleted and not phase.exists()  # its rerun trains the native model again
     assert not (tmp_path / "runs" / first.run_id).exists()
+
+
+def test_a_transfer_row_records_where_its_native_phase_stopped_and_reproduce_compares_it(tmp_path):
+    from benchmark.reproduce import compare_rows
+    from benchmark.store import result_row
+
+    trained = result_row(_run(tmp_path, "gru4rec").to_json())
+    shared = result_row(_run(tmp_path, "sasrec").to_json())
+    for row in (trained, shared):
+        assert row["native_epochs"] == 2  # max_epochs=2 of the native BERT4Rec
+        assert 1 <= row["native_best_epoch"] <= 2
+    plain = result_row(execute(compose(backbone="sasrec", dataset="synthetic", profile="smoke", overrides=COMMON),
+                               runs_dir=tmp_path).to_json())
+    assert "native_epochs" not in plain
+    moved = {**shared, "native_epochs": 3}
+    assert [d.column for d in compare_rows(shared, moved).differences] == ["native_epochs"]
