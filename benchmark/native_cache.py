@@ -67,6 +67,19 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
 
 
+_TRANSFER = "transfer from "
+
+
+def transfer_mode(native: str) -> str:
+    """The ``mode`` a transfer run records: ``transfer from <native backbone>``."""
+    return _TRANSFER + native
+
+
+def native_of_mode(mode: str | None) -> str | None:
+    """The native backbone named by a run's ``mode``, or None when it is not a transfer run."""
+    return mode[len(_TRANSFER):] if mode and mode.startswith(_TRANSFER) else None
+
+
 def native_key(config: dict, native: str) -> str:
     """The cache key of a transfer run's native phase: the run id of ``config`` (a resolved run
     config as a dict) with its ``backbone`` section replaced by ``{"name": native}``."""

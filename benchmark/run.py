@@ -36,7 +36,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config import run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
-from benchmark.native_cache import NativeCache, NativeOutcome, native_key, rng_state, set_rng_state
+from benchmark.native_cache import (NativeCache, NativeOutcome, native_key, rng_state, set_rng_state,
+                                    transfer_mode)
 from benchmark.provenance import git_commit, library_versions
 from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
@@ -641,7 +642,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     elif denoiser.level == "train" and not denoiser.supports_backbone(backbone_name):
         native_name = denoiser.default_native
-        mode = f"transfer from {native_name}"
+        mode = transfer_mode(native_name)
         phase, restored = native_phase(cfg, split, denoiser, out_dir, runs_root, rid, commit, resume)
         if restored is None:
             log.info("run %s: native %s phase taken from run %s", rid, native_name, phase.source.get("run_id"))

@@ -106,15 +106,15 @@ def _drop_native_phases(run_ids: list[str], store, runs_dir: Path) -> list[Path]
 
     import polars as pl
 
-    from benchmark.native_cache import CACHE_DIR, native_key
+    from benchmark.native_cache import CACHE_DIR, native_key, native_of_mode
 
     rows = [row for rid in run_ids if store.path(rid).exists() for row in pl.read_parquet(store.path(rid)).to_dicts()]
     out = []
     for row in rows:
-        mode = str(row.get("mode") or "")
-        if not mode.startswith("transfer from ") or not row.get("config_json"):
+        native = native_of_mode(row.get("mode"))
+        if native is None or not row.get("config_json"):
             continue
-        phase = runs_dir / CACHE_DIR / native_key(json.loads(row["config_json"]), mode[len("transfer from "):])
+        phase = runs_dir / CACHE_DIR / native_key(json.loads(row["config_json"]), native)
         if phase.is_dir():
             shutil.rmtree(phase)
             out.append(phase)
