@@ -41,7 +41,8 @@ def _owner(fd: int) -> dict:
         return {}  # the owner is writing it right now
 
 
-def _try_lock(fd: int) -> bool:
+def try_lock(fd: int) -> bool:
+    """Take an exclusive ``flock`` on ``fd`` without blocking; False if another holder has it."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -58,7 +59,7 @@ def lock_holder(directory: str | Path) -> dict | None:
     except FileNotFoundError:
         return None
     try:
-        if _try_lock(fd):
+        if try_lock(fd):
             return None  # nobody holds it (our probe lock goes with the close below)
         return _owner(fd)
     finally:
@@ -73,7 +74,7 @@ def run_lock(directory: str | Path) -> Iterator[None]:
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(directory / LOCK_NAME, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        if not _try_lock(fd):
+        if not try_lock(fd):
             raise RunInProgressError(directory, _owner(fd))
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode(), 0)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,7 @@ import pytest
 from benchmark.config import ConfigError
 from benchmark.text import CachedEncoder, TextEncoder, encode_nonblank, make_text_encoder
 from benchmark.text.base import model_fingerprint, resolve_encoder
-from benchmark.text.cache import encoder_directory
+from benchmark.text.cache import encoder_directory, text_keys
 from benchmark.text.llm2vec_encoder import keep_last_words
 from tests.tiny_llama import HIDDEN_SIZE, build_tiny_llama
 
@@ -151,6 +153,68 @@ def test_cache_write_killed_before_commit_leaves_no_visible_shard(tmp_path, monk
     cache = CachedEncoder(fresh, tmp_path, progress=False)
     cache.encode(["a"])
     assert cache.n_encoded == 1
+
+
+class SlowCountingEncoder(CountingEncoder):
+    """CountingEncoder that takes a while per call (releasing the GIL), like a real model."""
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        time.sleep(0.02)
+        return super().encode(texts)
+
+
+def test_cache_workers_sharing_a_directory_encode_each_text_once(tmp_path):
+    texts = [f"item title {i}" for i in range(30)]
+    fakes = [SlowCountingEncoder(), SlowCountingEncoder()]
+    caches = [CachedEncoder(fake, tmp_path, chunk_size=3, progress=False, wait_seconds=0.01) for fake in fakes]
+    outputs: dict[int, np.ndarray] = {}
+    workers = [threading.Thread(target=lambda i=i: outputs.__setitem__(i, caches[i].encode(texts))) for i in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    assert set(outputs) == {0, 1}
+    assert fakes[0].n_texts + fakes[1].n_texts == 30  # without claims each worker encodes all 30
+    expected = CountingEncoder().encode(texts)
+    np.testing.assert_array_equal(outputs[0], expected)
+    np.testing.assert_array_equal(outputs[1], expected)
+    assert caches[0].n_encoded + caches[0].n_cached == 30 and caches[1].n_encoded + caches[1].n_cached == 30
+    assert not list((encoder_directory(tmp_path, "fake:v1") / "claims").glob("*.claim"))
+
+
+def test_cache_leaves_claimed_texts_to_their_owner_and_reads_its_shard(tmp_path):
+    texts = ["a lipstick", "b face cream", "c hair gel", "d nail polish"]
+    owner = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+    with owner.claims.locked():
+        claim = owner.claims.claim(text_keys(texts[:2]))
+    waiting_fake = CountingEncoder()
+    waiting = CachedEncoder(waiting_fake, tmp_path, chunk_size=1, progress=False, wait_seconds=0.01)
+    result: list[np.ndarray] = []
+    worker = threading.Thread(target=lambda: result.append(waiting.encode(texts)))
+    worker.start()
+    time.sleep(0.2)
+    assert worker.is_alive()  # it cannot finish while the owner holds the claim
+    owners_vectors = np.full((2, 4), 7.0, dtype=np.float32)  # unlike anything the fake returns
+    owner._store(text_keys(texts[:2]), owners_vectors)
+    owner.claims.release(claim)
+    worker.join(timeout=30)
+    assert sorted(t for call in waiting_fake.calls for t in call) == texts[2:]
+    np.testing.assert_array_equal(result[0][:2], owners_vectors)
+    np.testing.assert_array_equal(result[0][2:], CountingEncoder().encode(texts[2:]))
+    assert waiting.n_cached == 2 and waiting.n_encoded == 2
+
+
+def test_cache_encodes_texts_whose_claim_owner_died(tmp_path):
+    texts = ["a lipstick", "b face cream", "c hair gel"]
+    dead = CachedEncoder(CountingEncoder(), tmp_path, progress=False)
+    with dead.claims.locked():
+        claim = dead.claims.claim(text_keys(texts))
+    os.close(claim.fd)  # the kernel drops the flock as when its process is killed; the file stays
+    assert claim.path.exists()
+    fresh = CountingEncoder()
+    cache = CachedEncoder(fresh, tmp_path, progress=False, wait_seconds=0.01)
+    np.testing.assert_array_equal(cache.encode(texts), CountingEncoder().encode(texts))
+    assert fresh.n_texts == 3 and not claim.path.exists()
 
 
 def test_cache_float16_store_returns_same_rounded_vectors_each_time(tmp_path):

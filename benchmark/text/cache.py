@@ -15,7 +15,8 @@ place; the keys file is renamed last and is the shard's commit mark, so an inter
 leaves either a complete shard or files the reader ignores (temporaries, a vectors file with
 no keys). Finished chunks are kept: rerunning encodes only what is still missing. Several
 processes may write the same directory (shard names are unique; a text stored twice is
-harmless).
+harmless), and they share the work: each claims a chunk before encoding it
+(``benchmark.text.claims``), skips texts claimed by others and reads their shards once stored.
 
 Reading a shard checks both files against the checksums and the encoder id in its
 ``.sum.json`` (shards written before checksums only for readable, consistent shapes). A shard
@@ -39,11 +40,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.config import ConfigError, cache_dir
+from benchmark.text.claims import KEY_DTYPE, ClaimBoard
 from benchmark.integrity import atomic_write_bytes, atomic_write_text, bytes_record, npy_bytes, record_problem
 
 log = logging.getLogger(__name__)
 
-KEY_DTYPE = "S40"
 STORE_DTYPES = ("float32", "float16")
 _STALE_SECONDS = 24 * 3600  # temporaries and orphan vector files older than this are removed
 
@@ -71,10 +72,13 @@ class CachedEncoder:
     ``chunk_size``, with a tqdm bar), stores each chunk as a shard, and returns float32
     ``[len(texts), dim]`` in input order. Vectors come back exactly as stored, so a first
     and a later call return identical arrays (with ``store_dtype='float16'`` both are the
-    float16-rounded values).
+    float16-rounded values). Texts that another process has claimed are not encoded here: the
+    call polls every ``wait_seconds`` until their shards are stored (or the claim's owner is
+    gone, and then encodes them itself).
 
     Counters (per the last ``encode`` call): ``n_encoded`` texts sent to the encoder,
-    ``n_cached`` distinct texts found on disk; ``total_encoded`` over the object's life.
+    ``n_cached`` distinct texts found on disk (including those another process stored during
+    the call); ``total_encoded`` over the object's life.
     It satisfies the ``TextEncoder`` protocol itself (same ``encoder_id``).
     """
 
@@ -85,6 +89,7 @@ class CachedEncoder:
         chunk_size: int = 2048,
         store_dtype: str = "float32",
         progress: bool = True,
+        wait_seconds: float = 1.0,
     ) -> None:
         if store_dtype not in STORE_DTYPES:
             raise ConfigError(f"text cache: store_dtype must be float32 or float16, got '{store_dtype}'")
@@ -97,6 +102,8 @@ class CachedEncoder:
         self.chunk_size = chunk_size
         self.store_dtype = store_dtype
         self.progress = progress
+        self.wait_seconds = wait_seconds
+        self.claims = ClaimBoard(self.directory)
         self.n_encoded = 0
         self.n_cached = 0
         self.total_encoded = 0
@@ -262,18 +269,47 @@ class CachedEncoder:
             lengths = np.fromiter((len(texts[first[u]]) for u in missing), dtype=np.int64, count=len(missing))
             missing = missing[np.argsort(-lengths, kind="stable")]  # similar lengths share a chunk
             with tqdm(total=len(missing), desc="encoding texts", unit="text", disable=not self.progress) as bar:
-                for start in range(0, len(missing), self.chunk_size):
-                    chunk = missing[start : start + self.chunk_size]
-                    vectors = np.asarray(self.encoder.encode([texts[first[u]] for u in chunk]))
-                    if vectors.shape != (len(chunk), self.dim):
-                        raise ValueError(
-                            f"text encoder '{self.encoder_id}' returned shape {vectors.shape} for "
-                            f"{len(chunk)} texts; expected ({len(chunk)}, {self.dim})"
-                        )
-                    stored = vectors.astype(self.store_dtype)
-                    self._store(unique_keys[chunk], stored)
-                    out[chunk] = stored
-                    self.n_encoded += len(chunk)
-                    self.total_encoded += len(chunk)
-                    bar.update(len(chunk))
+                self._encode_missing(texts, first, unique_keys, missing, out, bar)
         return out[inverse.reshape(-1)]
+
+    def _encode_missing(self, texts, first, unique_keys, missing, out, bar) -> None:
+        """Fill ``out[missing]`` (rows of ``unique_keys``), ``chunk_size`` texts at a time in
+        ``missing`` order. Each chunk is claimed first (``ClaimBoard``): texts that other workers
+        claimed are left to them, and their shards are read once stored. Alone, a worker
+        encodes exactly the chunks ``missing[i : i + chunk_size]``."""
+        where = np.full((len(unique_keys), 2), -1, dtype=np.int64)
+        remaining = missing
+        while len(remaining):
+            with self.claims.locked():
+                others = self.claims.claimed_by_others()
+                self.refresh()  # after reading the claims: a released claim's shard is already stored
+                found, found_where = self.lookup(unique_keys[remaining])
+                where[remaining] = found_where
+                if found.any():  # stored meanwhile by another worker
+                    self._gather(where, out, remaining[found])
+                    self.n_cached += int(found.sum())
+                    bar.update(int(found.sum()))
+                    remaining = remaining[~found]
+                free = remaining[~np.isin(unique_keys[remaining], others)] if len(others) else remaining
+                chunk = free[: self.chunk_size]
+                claim = self.claims.claim(unique_keys[chunk]) if len(chunk) else None
+            if claim is None:
+                if len(remaining):
+                    time.sleep(self.wait_seconds)  # everything left is being encoded elsewhere
+                continue
+            try:
+                vectors = np.asarray(self.encoder.encode([texts[first[u]] for u in chunk]))
+                if vectors.shape != (len(chunk), self.dim):
+                    raise ValueError(
+                        f"text encoder '{self.encoder_id}' returned shape {vectors.shape} for "
+                        f"{len(chunk)} texts; expected ({len(chunk)}, {self.dim})"
+                    )
+                stored = vectors.astype(self.store_dtype)
+                self._store(unique_keys[chunk], stored)
+            finally:
+                self.claims.release(claim)
+            out[chunk] = stored
+            self.n_encoded += len(chunk)
+            self.total_encoded += len(chunk)
+            bar.update(len(chunk))
+            remaining = remaining[~np.isin(remaining, chunk)]
