@@ -488,6 +488,7 @@ class GridSummary:
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run id -> error
     busy: dict[str, str] = field(default_factory=dict)  # run id -> which process runs it (nothing stored)
+    stored_elsewhere: list[str] = field(default_factory=list)  # finished by another process after planning
     skipped_done: int = 0
     skipped_failed: int = 0
     interrupted: bool = False
@@ -549,6 +550,13 @@ def run_grid(
         if out.status == STATUS_BUSY:  # the other process will store it; a failure row here would be wrong
             summary.busy[out.run_id] = out.error or ""
             write(f"busy   {out.run_id}  {task.cell.label}: {out.error}")
+            bar.update(1)
+            return
+        if out.status == "ok" and store.status(out.run_id) == "ok":
+            # another grid finished it after this one planned; its run directory answered with that
+            # result, and the row already stored (with that grid's provenance) stays as it is
+            summary.stored_elsewhere.append(out.run_id)
+            write(f"done   {out.run_id}  {task.cell.label}: stored by another process while this grid ran")
             bar.update(1)
             return
         if out.status == "ok":

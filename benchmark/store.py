@@ -183,6 +183,13 @@ class ResultStore:
         df = self.scan().select("run_id", "status").collect()
         return dict(zip(df["run_id"].to_list(), df["status"].to_list()))
 
+    def status(self, run_id: str) -> str | None:
+        """The stored status of one run (``ok`` | ``failed``), None when it has no file."""
+        path = self.path(run_id)
+        if not path.exists():
+            return None
+        return pl.read_parquet(path, columns=["status"])["status"][0]
+
     def done_ids(self) -> set[str]:
         return {rid for rid, status in self.statuses().items() if status == STATUS_OK}
 

@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from benchmark.config import ConfigError, to_dict
@@ -318,8 +319,6 @@ def test_dry_run_estimates_time_from_finished_runs_of_the_same_dataset_backbone_
 
 
 def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_under_the_same_setting():
-    import polars as pl
-
     from benchmark.grid import Cell, TimeEstimate, estimate_seconds
 
     def row(dataset, backbone, denoiser, seconds, protocol="benchmark", instances="auto"):
@@ -383,6 +382,30 @@ def test_cell_locked_after_planning_comes_back_busy_without_a_failure_record(tmp
         summary = run(cells, tmp_path)
     assert list(summary.busy) == [cells[0].run_id] and "already running in process" in summary.busy[cells[0].run_id]
     assert summary.failed == {} and cells[0].run_id not in ResultStore(tmp_path / "store").statuses()
+
+
+def test_cell_stored_by_another_process_after_planning_keeps_its_row_and_is_reported(tmp_path, fake_env, monkeypatch):
+    import benchmark.grid
+    from benchmark.store import result_row
+
+    cells = tiny_cells(tmp_path)
+    real_plan = benchmark.grid.plan
+
+    def plan_then_other_grid_stores(*args, **kw):
+        p = real_plan(*args, **kw)
+        rid = cells[0].run_id  # another grid finishes this cell right after our plan was made
+        row = result_row(_fake_result(cells[0].compose(), rid), "other-grid", "other.yaml", "bench grid other.yaml")
+        ResultStore(tmp_path / "store").write(row)
+        return p
+
+    monkeypatch.setattr(benchmark.grid, "plan", plan_then_other_grid_stores)
+    summary = run(cells, tmp_path)
+    assert summary.stored_elsewhere == [cells[0].run_id] and cells[0].run_id not in summary.ran
+    assert sorted(summary.ran) == sorted(c.run_id for c in cells[1:])
+    stored = ResultStore(tmp_path / "store").frame()
+    assert stored.filter(pl.col("run_id") == cells[0].run_id)["grid"].to_list() == ["other-grid"]
+    assert ResultStore(tmp_path / "store").status(cells[0].run_id) == "ok"
+    assert ResultStore(tmp_path / "store").status("no-such-run") is None
 
 
 # ------------------------------------------------------------------ kill and resume (real tiny cells)

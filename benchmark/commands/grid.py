@@ -119,6 +119,9 @@ def main(args) -> int:
     print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed); "
           f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed, {len(summary.busy)} running in "
           f"another process; store {args.store}")
+    if summary.stored_elsewhere:
+        print(f"grid {spec.name}: {len(summary.stored_elsewhere)} cells were finished and stored by another "
+              f"process while this one ran ({','.join(summary.stored_elsewhere)})")
     print("ran: " + ",".join(summary.ran))
     if summary.busy:
         print(f"grid {spec.name}: {len(summary.busy)} cells were left to the processes running them "
