@@ -29,6 +29,8 @@ SETTING_KEYS = ("protocol", "train.max_epochs", "train.min_epochs", "train.patie
 IGNORED_KEYS = ("seed", "profile", "dataset.name", "dataset.root", "train.num_workers", "train.pin_memory",
                 "train.share_native", "eval.batch_size", "eval.optimistic_ties")
 IGNORED_PREFIXES = ("logging.",)
+# ignored when a dataset's rows are grouped into variants, but part of which cell a run is
+CELL_KEYS = ("seed", "dataset.name")
 # Budget keys named in a variant's label whenever they differ from their default, even when no
 # peer differs: a row trained on part of each epoch must say so.
 BUDGET_DEFAULTS = {"train.limit_train_batches": 1.0, "train.prefix_epoch_share": 1.0}
@@ -156,7 +158,7 @@ def cell_identity(row: dict) -> str:
     defaults: equal for a failed attempt and a later successful run of the same cell, even when
     the run id changed with the code's config schema."""
     cfg = fill_added_keys(flatten(json.loads(row["config_json"])))
-    return dump({k: v for k, v in cfg.items() if not _is_ignored(k)})
+    return dump({k: v for k, v in cfg.items() if not _is_ignored(k) or k in CELL_KEYS})
 
 
 def build_sections(rows: list[dict]) -> dict[str, list[Section]]:

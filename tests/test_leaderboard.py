@@ -385,6 +385,22 @@ def test_a_failure_whose_cell_later_succeeded_under_another_run_id_is_not_listed
     assert "| [ml-100k.md](ml-100k.md) ([csv](ml-100k.csv)) | ml-100k |" in index and "| 1 |" in index
 
 
+def test_a_failure_stays_listed_when_only_another_dataset_or_seed_of_its_config_succeeded(tmp_path):
+    """The same method failing on a dataset without titles and succeeding on one with titles are
+    different cells; so are two seeds of one configuration."""
+    store = build_store(tmp_path / "store")
+    no_titles = config(0.0, "gru4rec", "hsd", None, 0)  # gru4rec/hsd seeds 0-2 succeeded on ml-100k
+    no_titles["dataset"]["name"] = "sports"
+    store.write(failure_row("sports1", no_titles, "ValueError: hsd needs item text, but dataset 'sports' has none",
+                            "ValueError", grid="fixture"))
+    other_seed = config(0.0, "gru4rec", "hsd", None, 7)
+    store.write(failure_row("seed7", other_seed, "MemoryError: out of memory", "MemoryError", grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    index = (tmp_path / "out" / "README.md").read_text().splitlines()
+    assert [ln.endswith("| 1 |") for ln in index if "| sports |" in ln] == [True]  # its one failed run
+    assert "MemoryError: out of memory" in (tmp_path / "out" / "ml-100k.md").read_text()
+
+
 def test_a_row_whose_seed_ran_into_the_epoch_cap_is_marked(tmp_path):
     build_store(tmp_path / "store")
     write_leaderboards(tmp_path / "store", tmp_path / "out")
