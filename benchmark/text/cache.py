@@ -40,8 +40,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.config import ConfigError, cache_dir
-from benchmark.text.claims import KEY_DTYPE, ClaimBoard
 from benchmark.integrity import atomic_write_bytes, atomic_write_text, bytes_record, npy_bytes, record_problem
+from benchmark.text.claims import KEY_DTYPE, ClaimBoard
 
 log = logging.getLogger(__name__)
 
