@@ -372,30 +372,34 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
 
 @dataclass
 class Plan:
-    """Which cells to run now and which are skipped (already done, running in another process,
-    or failed with --skip-failed)."""
+    """Which cells to run now and which are skipped (already done, not applicable to their data,
+    running in another process, or failed with --skip-failed)."""
 
     todo: list[Cell]
     done: list[Cell]
     failed: list[Cell]  # cells with a failure record (in todo unless skipped or running)
     skipped_failed: list[Cell]
     running: list[Cell] = field(default_factory=list)  # locked by another live process
+    not_applicable: list[Cell] = field(default_factory=list)  # never retried: the data lack what the method needs
 
 
 def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
          runs_dir: str | Path | None = None) -> Plan:
-    """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed'``) and, given
-    ``runs_dir``, by whether another process holds their run directory's lock right now."""
+    """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed' |
+    'not_applicable'``) and, given ``runs_dir``, by whether another process holds their run
+    directory's lock right now."""
     from benchmark.runlock import lock_holder
+    from benchmark.store import STATUS_FAILED, STATUS_NOT_APPLICABLE, STATUS_OK
 
-    done = [c for c in cells if statuses.get(c.run_id) == "ok"]
-    failed = [c for c in cells if statuses.get(c.run_id) == "failed"]
+    done = [c for c in cells if statuses.get(c.run_id) == STATUS_OK]
+    failed = [c for c in cells if statuses.get(c.run_id) == STATUS_FAILED]
+    not_applicable = [c for c in cells if statuses.get(c.run_id) == STATUS_NOT_APPLICABLE]
     skipped = failed if skip_failed else []
-    skip = {c.run_id for c in done} | {c.run_id for c in skipped}
+    skip = {c.run_id for c in (*done, *skipped, *not_applicable)}
     running = [] if runs_dir is None else [c for c in cells if c.run_id not in skip
                                              and lock_holder(Path(runs_dir) / c.run_id) is not None]
     skip |= {c.run_id for c in running}
-    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running)
+    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running, not_applicable)
 
 
 _TIME_COLUMNS = ("data_seconds", "denoise_seconds", "fit_seconds")
@@ -487,10 +491,12 @@ class GridSummary:
     ran: list[str] = field(default_factory=list)  # run ids executed in this invocation, in finishing order
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run id -> error
+    not_applicable: dict[str, str] = field(default_factory=dict)  # run id -> why the data rule the method out
     busy: dict[str, str] = field(default_factory=dict)  # run id -> which process runs it (nothing stored)
     stored_elsewhere: list[str] = field(default_factory=list)  # finished by another process after planning
     skipped_done: int = 0
     skipped_failed: int = 0
+    skipped_not_applicable: int = 0
     interrupted: bool = False
 
 
@@ -529,11 +535,12 @@ def run_grid(
 
     from benchmark.launchers import DEFAULT_EXECUTOR, STATUS_BUSY, CellOutcome, CellTask, launch
     from benchmark.report import describe_resumed
-    from benchmark.store import ResultStore, failure_row, result_row
+    from benchmark.store import STATUS_NOT_APPLICABLE, ResultStore, failure_row, result_row
 
     store = ResultStore(store_dir)
     p = plan(cells, store.statuses(), skip_failed, runs_dir)
-    summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed))
+    summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed),
+                          skipped_not_applicable=len(p.not_applicable))
     summary.busy.update({c.run_id: "running in another process" for c in p.running})
     bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
                desc=grid_name or "grid", dynamic_ncols=True)
@@ -568,8 +575,12 @@ def run_grid(
         else:
             row = failure_row(out.run_id, out.config or {}, out.error or "unknown error", out.error_kind or "Error",
                               out.error_traceback, grid_name, grid_file, command)
-            summary.failed[out.run_id] = out.error or ""
-            write(f"FAILED {out.run_id}  {task.cell.label}: {out.error}")
+            if row["status"] == STATUS_NOT_APPLICABLE:
+                summary.not_applicable[out.run_id] = out.error or ""
+                write(f"n/a    {out.run_id}  {task.cell.label}: {out.error}")
+            else:
+                summary.failed[out.run_id] = out.error or ""
+                write(f"FAILED {out.run_id}  {task.cell.label}: {out.error}")
         store.write(row)
         summary.ran.append(out.run_id)
         bar.update(1)

@@ -12,6 +12,12 @@ import numpy as np
 from benchmark.data.sequences import SplitData
 
 
+class NotApplicableError(ValueError):
+    """A method cannot run on a dataset by design: the data lack an input the method needs
+    (e.g. item text). Grids record such a cell as not applicable, not as failed, and do not
+    retry it (``bench results --drop RUN_ID`` clears the record after the data changed)."""
+
+
 class Resources:
     def __init__(self, split: SplitData, seed: int = 0, text_encoder: str = "minilm", text_encoder_cfg: dict | None = None):
         self.split = split
@@ -30,7 +36,7 @@ class Resources:
 
     def require_text(self, method: str) -> None:
         if not any(t for t in self.item_text[1:]):
-            raise ValueError(
+            raise NotApplicableError(
                 f"{method} needs item text, but dataset '{self.split.name}' has none "
                 f"(e.g. 'sports' has no titles in this suite); choose a dataset with titles"
             )

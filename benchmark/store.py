@@ -1,7 +1,7 @@
 """The result store: one Parquet file per run, ``<store_dir>/<run_id>.parquet``.
 
 Each file holds one row (see :func:`result_row` / :func:`failure_row`): run id, grid, grid
-file, command, status (``ok`` | ``failed``), error text, every config field as a flattened
+file, command, status (``ok`` | ``failed`` | ``not_applicable``), error text, every config field as a flattened
 dotted column (``dataset.name``, ``dataset.noise.alpha``, ``denoiser.ratio``, ``seed`` ...),
 the derived ``noise_setting`` label, metrics (``valid_*``, ``test_*``, ``test_optimistic_*``),
 noise detection (``det_*``, per popularity bucket ``det_removal_ratio_b<k>``), timings
@@ -28,6 +28,7 @@ from benchmark.grid import noise_label
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
+STATUS_NOT_APPLICABLE = "not_applicable"  # the method cannot run on the data by design (NotApplicableError)
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -117,13 +118,22 @@ def describe_exception(exc: BaseException) -> tuple[str, str, str]:
     return kind, f"{kind}: {exc}", tb
 
 
+def failure_status(error_kind: str) -> str:
+    """``not_applicable`` for a run stopped by :class:`~benchmark.resources.NotApplicableError`
+    (matched by name: the outcome may come from another process), else ``failed``."""
+    from benchmark.resources import NotApplicableError
+
+    return STATUS_NOT_APPLICABLE if error_kind == NotApplicableError.__name__ else STATUS_FAILED
+
+
 def failure_row(run_id: str, config: dict, error: str, error_kind: str = "Error", error_traceback: str | None = None,
                 grid: str | None = None, grid_file: str | None = None, command: str | None = None) -> dict[str, Any]:
-    """The store row of a failed run: config columns, status ``failed``, the error text and kind."""
+    """The store row of a run that stopped with an error: config columns, the error text and kind,
+    and status ``not_applicable`` or ``failed`` (:func:`failure_status`)."""
     from benchmark.provenance import git_commit
 
-    row: dict[str, Any] = {"run_id": run_id, "status": STATUS_FAILED, "error": error, "error_kind": error_kind,
-                           "error_traceback": error_traceback}
+    row: dict[str, Any] = {"run_id": run_id, "status": failure_status(error_kind), "error": error,
+                           "error_kind": error_kind, "error_traceback": error_traceback}
     row.update(_provenance(grid, grid_file, command))
     row.update(_config_columns(config))
     row["git_commit"] = git_commit()
@@ -165,7 +175,7 @@ class ResultStore:
         return final
 
     def scan(self) -> pl.LazyFrame:
-        """Every row of the store (ok and failed) as one LazyFrame; empty store -> no rows."""
+        """Every row of the store (any status) as one LazyFrame; empty store -> no rows."""
         files = self.files()
         if not files:
             return pl.LazyFrame(schema={"run_id": pl.String, "status": pl.String})
@@ -184,7 +194,7 @@ class ResultStore:
         return dict(zip(df["run_id"].to_list(), df["status"].to_list()))
 
     def status(self, run_id: str) -> str | None:
-        """The stored status of one run (``ok`` | ``failed``), None when it has no file."""
+        """The stored status of one run (``ok`` | ``failed`` | ``not_applicable``), None when it has no file."""
         path = self.path(run_id)
         if not path.exists():
             return None

@@ -269,6 +269,43 @@ def test_failed_cell_is_recorded_others_continue_and_it_is_retried(tmp_path, fak
     assert store.statuses() == {c.run_id: "ok" for c in cells}
 
 
+def write_untitled_ml100k(root: Path) -> Path:
+    """An ML-100K-named dataset of 30 users x 8 interactions with no item file, hence no item text."""
+    import random
+
+    rng = random.Random(0)
+    rows = [f"{u}\t{rng.randint(1, 20)}\t4\t{1000 + t}" for u in range(1, 31) for t in range(8)]
+    (root / "ml-100k").mkdir(parents=True)
+    (root / "ml-100k" / "ml-100k.inter").write_text(
+        "user_id:token\titem_id:token\trating:float\ttimestamp:float\n" + "\n".join(rows) + "\n")
+    return root
+
+
+def test_a_text_method_on_data_without_text_is_recorded_not_applicable_and_never_retried(tmp_path, capsys):
+    from benchmark.cli import main
+
+    root = write_untitled_ml100k(tmp_path / "data")
+    grid = write_grid(tmp_path / "untitled.yaml", f"name: untitled\nprofile: smoke\noverrides: [dataset.root={root}]\n"
+                      "datasets: [ml-100k]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0, 1]\n")
+    cells = expand(load_grid(grid))
+    args = ["grid", str(grid), "--store", str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0  # the real executor ran: nothing failed, so the grid succeeds
+    out = capsys.readouterr().out
+    assert "ran 2 cells (0 ok, 0 failed, 2 not applicable)" in out
+    store = ResultStore(tmp_path / "store")
+    assert store.statuses() == {c.run_id: "not_applicable" for c in cells} and store.failed() == {}
+    errors = store.frame("not_applicable")["error"].to_list()
+    assert all(e.startswith("NotApplicableError: said needs item text, but dataset 'ml-100k' has none") for e in errors)
+
+    again = run_grid(cells, tmp_path / "store", tmp_path / "runs", progress=False, echo=lambda s: None)
+    assert again.ran == [] and again.skipped_not_applicable == 2 and again.failed == {}
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert all(f"{c.run_id}  n/a " in out for c in cells) and "0 to run" in out and "2 cells not applicable" in out
+    assert main(["results", "--store", str(tmp_path / "store"), "--not-applicable"]) == 0
+    assert "needs item text" in capsys.readouterr().out
+
+
 def test_plan_splits_done_failed_and_todo(tmp_path):
     cells = tiny_cells(tmp_path)
     statuses = {cells[0].run_id: "ok", cells[1].run_id: "failed"}

@@ -90,6 +90,9 @@ def build_store(directory: Path, order=None) -> ResultStore:
                                grid_file="configs/grids/fixture.yaml", command="bench grid configs/grids/fixture.yaml"))
     store.write(failure_row("failed1", config(0.0, "caser", "none", None, 0), "FloatingPointError: nan", "FloatingPointError",
                             grid="fixture"))
+    store.write(failure_row("noText1", config(0.0, "caser", "said", None, 0),
+                            "NotApplicableError: said needs item text, but dataset 'ml-100k' has none",
+                            "NotApplicableError", grid="fixture"))
     return store
 
 
@@ -368,6 +371,20 @@ def test_failed_cells_are_listed_once_per_reason_with_their_seeds(tmp_path):
         row["noise_setting"] = "clean"
     table = render_failures(rows)
     assert table[2:] == [f"| sasrec | iadsr | clean | 0, 1, 2 | {msg} |", "| sasrec | said | clean | 0 | FloatingPointError: nan |"]
+
+
+def test_not_applicable_cells_are_listed_apart_from_failures_and_counted_apart_in_the_index(tmp_path):
+    build_store(tmp_path / "store")
+    write_leaderboards(tmp_path / "store", tmp_path / "out", gaps=[], superseded=[])
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    not_applicable = md.split("## Not applicable\n", 1)[1].split("\n## ", 1)[0]
+    failed = md.split("## Failed\n", 1)[1].split("\n## ", 1)[0]
+    assert "| caser | said | clean | 0 | NotApplicableError: said needs item text" in not_applicable
+    assert "FloatingPointError" not in not_applicable
+    assert "| caser | none | clean | 0 | FloatingPointError: nan |" in failed and "said" not in failed
+    index = (tmp_path / "out" / "README.md").read_text()
+    assert "| not applicable | failed runs |" in index
+    assert next(line for line in index.splitlines() if "| ml-100k |" in line).endswith("| 1 | 1 |")
 
 
 def test_a_failure_whose_cell_later_succeeded_under_another_run_id_is_not_listed(tmp_path):

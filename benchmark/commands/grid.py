@@ -7,6 +7,12 @@ from pathlib import Path
 DEFAULT_STORE = "results"
 
 
+def not_applicable_line(grid: str, n: int) -> str:
+    """The note on cells skipped as not applicable."""
+    return (f"grid {grid}: {n} cells not applicable to their data (the store keeps the reason; they are not retried: "
+            "`bench results --drop RUN_ID` clears one after its data changed)")
+
+
 def register(sub) -> None:
     p = sub.add_parser("grid", help="run a grid of configurations (resumable; local processes or Ray)",
                        description="Expand configs/grids/NAME.yaml into cells and run the ones missing from the "
@@ -82,7 +88,7 @@ def main(args) -> int:
 
         p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
-                  **{c.run_id: "running" for c in p.running}}
+                  **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running}}
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
             guess = ""
@@ -96,6 +102,8 @@ def main(args) -> int:
         print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
+        if p.not_applicable:
+            print(not_applicable_line(spec.name, len(p.not_applicable)))
         if p.todo and not expected:
             print("expected time: no finished runs with the same dataset, backbone, denoiser, protocol and "
                   "training instances, nor a plain run to scale, to estimate from")
@@ -116,9 +124,11 @@ def main(args) -> int:
         gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
         torch_threads=args.threads,
     )
-    print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed); "
-          f"skipped {summary.skipped_done} done, {summary.skipped_failed} failed, {len(summary.busy)} running in "
-          f"another process; store {args.store}")
+    print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed, "
+          f"{len(summary.not_applicable)} not applicable); skipped {summary.skipped_done} done, "
+          f"{summary.skipped_failed} failed, {len(summary.busy)} running in another process; store {args.store}")
+    if summary.skipped_not_applicable:
+        print(not_applicable_line(spec.name, summary.skipped_not_applicable))
     if summary.stored_elsewhere:
         print(f"grid {spec.name}: {len(summary.stored_elsewhere)} cells were finished and stored by another "
               f"process while this one ran ({','.join(summary.stored_elsewhere)})")

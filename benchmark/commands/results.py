@@ -22,6 +22,8 @@ def register(sub) -> None:
     p.add_argument("--group-by", default=None, help="comma-separated columns, e.g. backbone,denoiser")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric columns")
     p.add_argument("--failed", action="store_true", help="list failure records (run id, labels, error)")
+    p.add_argument("--not-applicable", action="store_true",
+                   help="list cells recorded as not applicable to their data (run id, labels, reason)")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--columns", action="store_true", help="list the store's columns and exit")
     p.add_argument("--drop", nargs="+", default=None, metavar="RUN_ID",
@@ -125,9 +127,11 @@ def main(args) -> int:
     import polars as pl
 
     from benchmark.cli import UserError
-    from benchmark.store import ResultStore
+    from benchmark.store import STATUS_FAILED, STATUS_NOT_APPLICABLE, ResultStore
 
     store = ResultStore(args.store)
+    if args.failed and args.not_applicable:
+        raise UserError("--failed and --not-applicable: choose one")
     if args.drop:
         for path in drop_runs(args.drop, store, Path(args.runs_dir)):
             print(f"deleted {path}")
@@ -139,9 +143,10 @@ def main(args) -> int:
     if args.columns:
         print("\n".join(columns))
         return 0
-    if args.failed:
-        df = query(lf, args.where, None, [], status="failed")
-        errors = lf.filter(pl.col("status") == "failed").select("run_id", "error").collect()
+    if args.failed or args.not_applicable:
+        status = STATUS_FAILED if args.failed else STATUS_NOT_APPLICABLE
+        df = query(lf, args.where, None, [], status=status)
+        errors = lf.filter(pl.col("status") == status).select("run_id", "error").collect()
         df = df.join(errors, on="run_id", how="left")
     else:
         metrics = [m for m in args.metrics.split(",") if m]
