@@ -30,6 +30,13 @@ class ConfigError(ValueError):
     """A configuration problem, with the offending key and what was expected."""
 
 
+class NotApplicableError(ValueError):
+    """A combination that cannot run by design: the data lack an input the method needs (item
+    text), or the backbone cannot train the way the method asks (its loss). Grids record such a
+    cell as not applicable, not as failed, and do not retry it (``bench results --drop RUN_ID``
+    clears the record after the data changed)."""
+
+
 @dataclass
 class NoiseConfig:
     kind: str = "none"  # none | replace | steam | target_flip

@@ -378,6 +378,13 @@ def replaced_lines(section: Section, sections: list[Section], superseded: list[S
     return out
 
 
+def _block(heading: str, intro: str, body: list[str], trailing_blank: bool = True) -> list[str]:
+    """A Markdown heading, its one-paragraph introduction and ``body``; nothing when ``body`` is empty."""
+    if not body:
+        return []
+    return [heading, "", intro, "", *body, *([""] if trailing_blank else [])]
+
+
 def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = (),
                    failures: list[dict] = (), coverage: dict[str, tuple[int, int]] | None = None,
                    gaps: list[GapExplanation] = (), superseded: list[Supersession] = ()) -> str:
@@ -392,55 +399,42 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         stats = section_stats(s)
         lines += [f"## {title}", "", protocol_line(s), "", *replaced_lines(s, sections, superseded),
                   "### Test metrics", "", *render_results(s, stats), ""]
-        chosen = render_selection(s, stats)
-        if chosen:
-            lines += ["### Hyperparameters chosen on validation", "",
-                      "Where a backbone and denoiser ran with several settings, the one with the best mean validation "
-                      "value of the early-stopping metric over the seeds (only settings run with every seed any of them "
-                      "ran are eligible); its test numbers are the ones to cite. Test metrics play no part in the "
-                      "choice.", "", *chosen, ""]
-        det = render_detection(s)
-        if det:
-            lines += ["### Noise detection", "",
-                      "Micro-averaged over training positions (protocol.md §6), mean over seeds; random F1 = expected F1 "
-                      "of a random remover at the same flag rate; AUC = ROC AUC of the method's noise scores against the "
-                      "injected labels (0.5 = chance; comparable across flag rates); removed b<k> = share of popularity "
-                      "bucket k's positions flagged (equal-frequency buckets, b0 hottest).", "", *det, ""]
-        paper = render_paper(s, stats)
-        if paper:
-            lines += ["### Paper vs ours", "",
-                      "Numbers another paper obtained with its own runs and protocol (protocol.md §8); ours = mean over "
-                      "seeds. Differences in budget, max length and stopping rule apply.", "", *paper, ""]
+        lines += _block("### Hyperparameters chosen on validation",
+                        "Where a backbone and denoiser ran with several settings, the one with the best mean validation "
+                        "value of the early-stopping metric over the seeds (only settings run with every seed any of "
+                        "them ran are eligible); its test numbers are the ones to cite. Test metrics play no part in "
+                        "the choice.", render_selection(s, stats))
+        lines += _block("### Noise detection",
+                        "Micro-averaged over training positions (protocol.md §6), mean over seeds; random F1 = expected "
+                        "F1 of a random remover at the same flag rate; AUC = ROC AUC of the method's noise scores "
+                        "against the injected labels (0.5 = chance; comparable across flag rates); removed b<k> = share "
+                        "of popularity bucket k's positions flagged (equal-frequency buckets, b0 hottest).",
+                        render_detection(s))
+        lines += _block("### Paper vs ours",
+                        "Numbers another paper obtained with its own runs and protocol (protocol.md §8); ours = mean "
+                        "over seeds. Differences in budget, max length and stopping rule apply.", render_paper(s, stats))
         lines += ["### Time per epoch", "", *render_timing(s), ""]
     if figures:
         lines += ["## Figures", ""]
         for name, caption in figures:
             lines += [f"![{name}]({name})", "", _esc(caption), ""]
-    not_applicable = render_failures([r for r in failures if r.get("status") == STATUS_NOT_APPLICABLE])
-    if not_applicable:
-        lines += ["## Not applicable", "",
-                  "Cells that cannot run on this dataset by design, with the reason the run gave (e.g. a method that "
-                  "needs item text on a dataset without titles). Grids record them once and do not retry them.", "",
-                  *not_applicable, ""]
-    failed = render_failures([r for r in failures if r.get("status") != STATUS_NOT_APPLICABLE])
-    if failed:
-        lines += ["## Failed", "",
-                  "Cells the store records as failed, with the error the run gave; running their grid again retries "
-                  "them.", "", *failed, ""]
+    lines += _block("## Not applicable",
+                    "Cells that cannot run on this dataset by design, with the reason the run gave (e.g. a method that "
+                    "needs item text on a dataset without titles). Grids record them once and do not retry them.",
+                    render_failures([r for r in failures if r.get("status") == STATUS_NOT_APPLICABLE]))
+    lines += _block("## Failed",
+                    "Cells the store records as failed, with the error the run gave; running their grid again retries "
+                    "them.", render_failures([r for r in failures if r.get("status") != STATUS_NOT_APPLICABLE]))
     by_preset = render_paper_by_preset(dataset, sections)
-    if by_preset:
-        lines += ["## Paper vs ours, by protocol preset", "",
-                  "The paper's headline metrics beside ours under the preset that states the paper's setup "
-                  "(`bench list protocols`) and under `benchmark`; Δ = relative difference to the paper. A variant "
-                  "tuned on validation counts with its chosen setting only.", "",
-                  *([f"**Not the paper's data.** {DATA_CAVEATS[dataset]}", ""] if dataset in DATA_CAVEATS else []),
-                  *by_preset, ""]
-    explained = render_gaps(dataset, sections, list(gaps))
-    if explained:
-        lines += ["## Gaps to the papers, explained", "",
-                  "Each explanation names a mechanism and the experiment that tests it (`configs/paper_gaps.yaml`): "
-                  "the experiment's rows (mean over seeds) beside the paper's numbers. An explanation holds where "
-                  "they agree within seed noise.", "", *explained]
+    caveat = [f"**Not the paper's data.** {DATA_CAVEATS[dataset]}", ""] if by_preset and dataset in DATA_CAVEATS else []
+    lines += _block("## Paper vs ours, by protocol preset",
+                    "The paper's headline metrics beside ours under the preset that states the paper's setup "
+                    "(`bench list protocols`) and under `benchmark`; Δ = relative difference to the paper. A variant "
+                    "tuned on validation counts with its chosen setting only.", caveat + by_preset)
+    lines += _block("## Gaps to the papers, explained",
+                    "Each explanation names a mechanism and the experiment that tests it (`configs/paper_gaps.yaml`): "
+                    "the experiment's rows (mean over seeds) beside the paper's numbers. An explanation holds where "
+                    "they agree within seed noise.", render_gaps(dataset, sections, list(gaps)), trailing_blank=False)
     lines += provenance_lines([r for s in sections for v in s.variants for r in v.runs.values()], coverage)
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -9,13 +9,8 @@ from functools import cached_property
 
 import numpy as np
 
+from benchmark.config import NotApplicableError
 from benchmark.data.sequences import SplitData
-
-
-class NotApplicableError(ValueError):
-    """A method cannot run on a dataset by design: the data lack an input the method needs
-    (e.g. item text). Grids record such a cell as not applicable, not as failed, and do not
-    retry it (``bench results --drop RUN_ID`` clears the record after the data changed)."""
 
 
 class Resources:

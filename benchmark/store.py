@@ -28,7 +28,7 @@ from benchmark.grid import noise_label
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
-STATUS_NOT_APPLICABLE = "not_applicable"  # the method cannot run on the data by design (NotApplicableError)
+STATUS_NOT_APPLICABLE = "not_applicable"  # the combination cannot run by design (NotApplicableError)
 
 
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
@@ -119,9 +119,9 @@ def describe_exception(exc: BaseException) -> tuple[str, str, str]:
 
 
 def failure_status(error_kind: str) -> str:
-    """``not_applicable`` for a run stopped by :class:`~benchmark.resources.NotApplicableError`
+    """``not_applicable`` for a run stopped by :class:`~benchmark.config.NotApplicableError`
     (matched by name: the outcome may come from another process), else ``failed``."""
-    from benchmark.resources import NotApplicableError
+    from benchmark.config import NotApplicableError
 
     return STATUS_NOT_APPLICABLE if error_kind == NotApplicableError.__name__ else STATUS_FAILED
 

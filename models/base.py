@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.config import EvalConfig, TrainConfig, validate_section
+from benchmark.config import EvalConfig, NotApplicableError, TrainConfig, validate_section
 from benchmark.metrics import FullRankingMetrics, GroupedRankingMetrics, mask_history, monitored_metric, target_ranks
 from models.losses import item_cross_entropy
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
@@ -92,7 +92,7 @@ class SequentialRecommender(pl.LightningModule):
         loss = self.train_cfg.loss
         self.loss_name = self.default_loss if loss == "auto" else loss
         if self.loss_name not in self.supported_losses:
-            raise ValueError(
+            raise NotApplicableError(
                 f"train.loss={self.loss_name!r} is not supported by {type(self).__name__}; "
                 f"choose one of {', '.join(self.supported_losses)}"
             )

@@ -91,6 +91,19 @@ def test_bert4rec_appends_the_mask_token_at_inference():
     assert out[0, -1] == model.mask_token and torch.equal(out[0, :-1], torch.arange(1, 10))
 
 
+def test_a_loss_the_backbone_cannot_train_is_not_applicable_to_it():
+    """The iadsr-reference preset trains with the authors' in-batch tanh loss, which BERT4Rec's
+    cloze training cannot use: by design, so a grid records the cell as not applicable."""
+    from omegaconf import OmegaConf
+
+    from benchmark.config import NotApplicableError
+
+    cfg = compose(backbone="bert4rec", denoiser="iadsr-reference")
+    with pytest.raises(NotApplicableError, match="train.loss='inbatch_tanh' is not supported by BERT4Rec"):
+        BACKBONES.get("bert4rec").from_config(dict(cfg.backbone), ModelShape(30, 10, 10), OmegaConf.to_object(cfg.train),
+                                              None, IdentityDenoiser())
+
+
 @pytest.mark.parametrize("loss", ["ce", "bpr", "bce_neg", "inbatch"])
 def test_every_objective_gives_a_finite_loss_and_gradients(loss):
     cfg = compose(backbone="sasrec", overrides=[f"train.loss={loss}"])
