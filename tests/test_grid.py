@@ -215,16 +215,18 @@ def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):
     assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
 
 
-def test_shipped_grids_are_valid_and_ml100k_covers_every_runnable_denoiser():
+def test_shipped_grids_are_valid_and_every_dataset_grid_covers_every_runnable_denoiser():
     specs = {p.stem: load_grid(p) for p in sorted((REPO / "configs" / "grids").glob("*.yaml"))}
     assert {"smoke", "ml100k", "beauty"} <= set(specs)
     ml = specs["ml100k"]
     assert ml.backbones == ["gru4rec", "caser", "sasrec", "bert4rec"] and ml.seeds == [0, 1, 2]
     assert set(ml.denoisers) == set(DENOISERS.names()) - {"llm4dsr"}  # llm4dsr needs user LLM weights
     assert [n["kind"] for n in ml.noise] == ["none", "replace"]
-    beauty = expand(specs["beauty"])  # CL4SRec comes in through include entries (its chosen setting)
-    assert {c.backbone for c in beauty if c.denoiser != "none"} == {"gru4rec", "sasrec"}
-    assert {c.denoiser for c in beauty} == set(ml.denoisers)
+    for name in ("beauty", "toys", "sports", "game"):  # Beauty's CL4SRec comes through include entries
+        cells = expand(specs[name])
+        for backbone in ml.backbones:
+            assert {c.denoiser for c in cells if c.backbone == backbone} == set(ml.denoisers), (name, backbone)
+        assert {c.noise for c in cells} == {"clean", "replace α=0.1"} and {c.seed for c in cells} == {0, 1, 2}
     assert len(expand(specs["smoke"])) == 48
 
 
