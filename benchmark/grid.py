@@ -372,15 +372,15 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
 
 @dataclass
 class Plan:
-    """Which cells to run now and which are skipped (already done, not applicable to their data,
-    running in another process, or failed with --skip-failed)."""
+    """Which cells to run now and which are skipped (already done, not applicable, running in
+    another process, or failed with --skip-failed)."""
 
     todo: list[Cell]
     done: list[Cell]
     failed: list[Cell]  # cells with a failure record (in todo unless skipped or running)
     skipped_failed: list[Cell]
     running: list[Cell] = field(default_factory=list)  # locked by another live process
-    not_applicable: list[Cell] = field(default_factory=list)  # never retried: the data lack what the method needs
+    not_applicable: list[Cell] = field(default_factory=list)  # never retried: they cannot run by design
 
 
 def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
@@ -491,7 +491,7 @@ class GridSummary:
     ran: list[str] = field(default_factory=list)  # run ids executed in this invocation, in finishing order
     ok: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)  # run id -> error
-    not_applicable: dict[str, str] = field(default_factory=dict)  # run id -> why the data rule the method out
+    not_applicable: dict[str, str] = field(default_factory=dict)  # run id -> why the cell cannot run by design
     busy: dict[str, str] = field(default_factory=dict)  # run id -> which process runs it (nothing stored)
     stored_elsewhere: list[str] = field(default_factory=list)  # finished by another process after planning
     skipped_done: int = 0

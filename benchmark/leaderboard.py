@@ -419,8 +419,9 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         for name, caption in figures:
             lines += [f"![{name}]({name})", "", _esc(caption), ""]
     lines += _block("## Not applicable",
-                    "Cells that cannot run on this dataset by design, with the reason the run gave (e.g. a method that "
-                    "needs item text on a dataset without titles). Grids record them once and do not retry them.",
+                    "Cells that cannot run by design, with the reason the run gave (e.g. a method that needs item text "
+                    "on a dataset without titles, or a loss the backbone cannot train). Grids record them once and do "
+                    "not retry them.",
                     render_failures([r for r in failures if r.get("status") == STATUS_NOT_APPLICABLE]))
     lines += _block("## Failed",
                     "Cells the store records as failed, with the error the run gave; running their grid again retries "

@@ -9,8 +9,9 @@ DEFAULT_STORE = "results"
 
 def not_applicable_line(grid: str, n: int) -> str:
     """The note on cells skipped as not applicable."""
-    return (f"grid {grid}: {n} cells not applicable to their data (the store keeps the reason; they are not retried: "
-            "`bench results --drop RUN_ID` clears one after its data changed)")
+    return (f"grid {grid}: {n} cells not applicable (they cannot run by design, e.g. a text method on data without "
+            "text; the store keeps the reason and they are not retried: `bench results --drop RUN_ID` clears one "
+            "after its data changed)")
 
 
 def register(sub) -> None:

@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated metric columns")
     p.add_argument("--failed", action="store_true", help="list failure records (run id, labels, error)")
     p.add_argument("--not-applicable", action="store_true",
-                   help="list cells recorded as not applicable to their data (run id, labels, reason)")
+                   help="list cells recorded as not applicable (run id, labels, reason)")
     p.add_argument("--csv", default=None, help="also write the table to this CSV file")
     p.add_argument("--columns", action="store_true", help="list the store's columns and exit")
     p.add_argument("--drop", nargs="+", default=None, metavar="RUN_ID",
