@@ -1,9 +1,9 @@
 """The result store: one Parquet file per run, ``<store_dir>/<run_id>.parquet``.
 
 Each file holds one row (see :func:`result_row` / :func:`failure_row`): run id, grid, grid
-file, command, status (``ok`` | ``failed`` | ``not_applicable``), error text, every config field as a flattened
-dotted column (``dataset.name``, ``dataset.noise.alpha``, ``denoiser.ratio``, ``seed`` ...),
-the derived ``noise_setting`` label, metrics (``valid_*``, ``test_*``, ``test_optimistic_*``),
+file, command, status (``ok`` | ``failed`` | ``not_applicable``), error text, every config
+field as a flattened dotted column (``dataset.name``, ``dataset.noise.alpha``,
+``denoiser.ratio``, ``seed`` ...), the derived ``noise_setting`` label, metrics (``valid_*``, ``test_*``, ``test_optimistic_*``),
 noise detection (``det_*``, per popularity bucket ``det_removal_ratio_b<k>``), timings
 (``*_seconds``), mode, epochs, library versions (``version.<package>``), git commit, and the
 full config / protocol / detection as JSON strings (``*_json``).
@@ -24,6 +24,7 @@ from typing import Any
 
 import polars as pl
 
+from benchmark.config import NotApplicableError
 from benchmark.grid import noise_label
 
 STATUS_OK = "ok"
@@ -121,8 +122,6 @@ def describe_exception(exc: BaseException) -> tuple[str, str, str]:
 def failure_status(error_kind: str) -> str:
     """``not_applicable`` for a run stopped by :class:`~benchmark.config.NotApplicableError`
     (matched by name: the outcome may come from another process), else ``failed``."""
-    from benchmark.config import NotApplicableError
-
     return STATUS_NOT_APPLICABLE if error_kind == NotApplicableError.__name__ else STATUS_FAILED
 
 
