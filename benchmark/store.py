@@ -3,10 +3,11 @@
 Each file holds one row (see :func:`result_row` / :func:`failure_row`): run id, grid, grid
 file, command, status (``ok`` | ``failed`` | ``not_applicable``), error text, every config
 field as a flattened dotted column (``dataset.name``, ``dataset.noise.alpha``,
-``denoiser.ratio``, ``seed`` ...), the derived ``noise_setting`` label, metrics (``valid_*``, ``test_*``, ``test_optimistic_*``),
-noise detection (``det_*``, per popularity bucket ``det_removal_ratio_b<k>``), timings
-(``*_seconds``), mode, epochs, library versions (``version.<package>``), git commit, and the
-full config / protocol / detection as JSON strings (``*_json``).
+``denoiser.ratio``, ``seed`` ...), the derived ``noise_setting`` label, metrics (``valid_*``,
+``test_*``, ``test_optimistic_*``), noise detection (``det_*``, per popularity bucket
+``det_removal_ratio_b<k>``), timings (``*_seconds``), mode, epochs, library versions
+(``version.<package>``), git commit, and the full config / protocol / detection as JSON
+strings (``*_json``).
 
 Writes are atomic: the row goes to a hidden temporary file in the same directory, is
 fsync'ed, then renamed over ``<run_id>.parquet``; readers only look at ``*.parquet``, so they
