@@ -381,16 +381,19 @@ class Plan:
     skipped_failed: list[Cell]
     running: list[Cell] = field(default_factory=list)  # locked by another live process
     not_applicable: list[Cell] = field(default_factory=list)  # never retried: they cannot run by design
+    redo: list[Cell] = field(default_factory=list)  # finished, but run again (in todo unless running)
 
 
 def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
-         runs_dir: str | Path | None = None) -> Plan:
+         runs_dir: str | Path | None = None, redo: set[str] = frozenset()) -> Plan:
     """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed' |
     'not_applicable'``) and, given ``runs_dir``, by whether another process holds their run
-    directory's lock right now."""
+    directory's lock right now. Finished cells whose id is in ``redo`` run again."""
     from benchmark.runlock import lock_holder
     from benchmark.store import STATUS_FAILED, STATUS_NOT_APPLICABLE, STATUS_OK
 
+    again = [c for c in cells if c.run_id in redo and statuses.get(c.run_id) == STATUS_OK]
+    statuses = {rid: status for rid, status in statuses.items() if rid not in redo}
     done = [c for c in cells if statuses.get(c.run_id) == STATUS_OK]
     failed = [c for c in cells if statuses.get(c.run_id) == STATUS_FAILED]
     not_applicable = [c for c in cells if statuses.get(c.run_id) == STATUS_NOT_APPLICABLE]
@@ -399,7 +402,7 @@ def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
     running = [] if runs_dir is None else [c for c in cells if c.run_id not in skip
                                              and lock_holder(Path(runs_dir) / c.run_id) is not None]
     skip |= {c.run_id for c in running}
-    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running, not_applicable)
+    return Plan([c for c in cells if c.run_id not in skip], done, failed, skipped, running, not_applicable, again)
 
 
 _TIME_COLUMNS = ("data_seconds", "denoise_seconds", "fit_seconds")
@@ -517,6 +520,7 @@ def run_grid(
     progress: bool = True,
     echo: Any = None,
     torch_threads: int = 0,
+    redo_stale_text: bool = False,
 ) -> GridSummary:
     """Run every cell not yet in the store; record each outcome as one atomic store file.
 
@@ -526,7 +530,11 @@ def run_grid(
     Ctrl-C and SIGTERM stop the grid after recording what finished (``interrupted=True``);
     the next invocation runs only what is missing, and a cell interrupted after a finished
     training epoch continues from that epoch's checkpoint to the metrics an uninterrupted run
-    would have reached (``benchmark.run.execute(..., resume=True)``)."""
+    would have reached (``benchmark.run.execute(..., resume=True)``).
+
+    ``redo_stale_text`` re-runs the cells whose stored rows are
+    :meth:`~benchmark.store.ResultStore.stale_text_ids`: a finished run directory is not
+    reused, the new row replaces the old one, and a failure leaves the old row in place."""
     import threading
 
     from tqdm import tqdm
@@ -538,14 +546,17 @@ def run_grid(
     from benchmark.store import STATUS_NOT_APPLICABLE, ResultStore, failure_row, result_row
 
     store = ResultStore(store_dir)
-    p = plan(cells, store.statuses(), skip_failed, runs_dir)
+    redo = store.stale_text_ids() if redo_stale_text else set()
+    p = plan(cells, store.statuses(), skip_failed, runs_dir, redo)
+    again = {c.run_id for c in p.redo}
     summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed),
                           skipped_not_applicable=len(p.not_applicable))
     summary.busy.update({c.run_id: "running in another process" for c in p.running})
     bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
                desc=grid_name or "grid", dynamic_ncols=True)
     write = echo or bar.write
-    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR, torch_threads) for c in p.todo]
+    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR, torch_threads, force=c.run_id in again)
+             for c in p.todo]
 
     stop = threading.Event()
 
@@ -559,7 +570,13 @@ def run_grid(
             write(f"busy   {out.run_id}  {task.cell.label}: {out.error}")
             bar.update(1)
             return
-        if out.status == "ok" and store.status(out.run_id) == "ok":
+        replaces = task.force and store.is_stale_text(out.run_id)
+        if out.status != "ok" and replaces:  # the finished row stays until a rerun succeeds
+            summary.failed[out.run_id] = out.error or ""
+            write(f"FAILED {out.run_id}  {task.cell.label}: {out.error} (its earlier row stays in the store)")
+            bar.update(1)
+            return
+        if out.status == "ok" and store.status(out.run_id) == "ok" and not replaces:
             # another grid finished it after this one planned; its run directory answered with that
             # result, and the row already stored (with that grid's provenance) stays as it is
             summary.stored_elsewhere.append(out.run_id)

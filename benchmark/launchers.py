@@ -43,6 +43,7 @@ class CellTask:
     # invocation interrupted continues from its last finished epoch (benchmark.run.execute)
     executor: str = DEFAULT_EXECUTOR
     torch_threads: int = 0  # > 0: torch.set_num_threads in the worker (N workers share the cores)
+    force: bool = False  # run even if the run directory holds a finished result (passed as force=True)
 
 
 @dataclass
@@ -97,7 +98,8 @@ def execute_cell(task: CellTask) -> CellOutcome:
         if rid != cell.run_id:
             raise RuntimeError(f"cell {cell.label}: run id changed from {cell.run_id} (expansion) to {rid} "
                                "(worker); the configs differ between driver and worker")
-        result = _load_executor(task.executor)(cfg, runs_dir=task.runs_dir, resume=True)
+        extra = {"force": True} if task.force else {}
+        result = _load_executor(task.executor)(cfg, runs_dir=task.runs_dir, resume=True, **extra)
         payload = result.to_json() if hasattr(result, "to_json") else dict(result)
         return CellOutcome(cell.run_id, STATUS_OK, config, result=payload, seconds=time.perf_counter() - t0)
     except RunInProgressError as exc:

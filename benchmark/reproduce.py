@@ -110,12 +110,20 @@ def rerun_and_compare(row: dict, cfg, runs_dir: Path, atol: float = 0.0) -> Comp
     return compare_rows(row, result_row(result.to_json()), atol)
 
 
-def render(comparison: Comparison) -> str:
-    """A plain-text report: the verdict, then each differing column."""
+STALE_TEXT_NOTE = ("  the stored row predates rows that name their text encoders: its text vectors were encoded in "
+                   "batches and depended on what the text cache held then, so exact agreement was expected only "
+                   "against that cache; `bench grid GRID --redo-stale-text` re-runs such cells with exact vectors")
+
+
+def render(comparison: Comparison, stale_text: bool = False) -> str:
+    """A plain-text report: the verdict, then each differing column; ``stale_text``: the stored
+    row is one of ``ResultStore.stale_text_ids`` (said after a failed comparison)."""
     c = comparison
     if c.identical:
         return f"run {c.run_id}: reproduced; all {len(c.compared)} outcome columns equal the stored ones"
     lines = [f"run {c.run_id}: NOT reproduced; {len(c.differences)} of {len(c.compared)} outcome columns differ"]
+    if stale_text:
+        lines.append(STALE_TEXT_NOTE)
     lines += [f"  {d.column}: stored {d.stored!r}, rerun {d.rerun!r}" for d in c.differences]
     if c.only_stored:
         lines.append(f"  only in the stored row: {', '.join(c.only_stored)}")

@@ -48,6 +48,10 @@ class Resources:
             cache[key] = CachedEncoder(make_text_encoder(name, **merged))
         return cache[key]
 
+    def text_encoder_ids(self) -> list[str]:
+        """Sorted ids of the text encoders this run built (recorded in its result row)."""
+        return sorted({enc.encoder_id for enc in self.__dict__.get("_encoders", {}).values()})
+
     def encode_texts(self, texts: list[str], name: str | None = None, **cfg) -> np.ndarray:
         """Vectors ``[n, D]``; empty texts get zero vectors and are never sent to the encoder."""
         encoder = self.text_encoder(name, **cfg)

@@ -72,6 +72,7 @@ class RunResult:
     # a transfer run's native phase: backbone, epochs trained and best epoch (None when the shared
     # phase was stored before these were recorded)
     native: dict | None = None
+    text_encoders: list[str] = field(default_factory=list)  # ids of the text encoders the run built
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -693,6 +694,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         git_commit=commit,
         resumed_from={k: v for k, v in resumed_from.items() if v} if resume else {},
         native=native_fit,
+        text_encoders=resources.text_encoder_ids(),
     )
     _write_curve(out_dir / "curve.csv", recorder.curve)
     tmp = result_file.with_suffix(".json.tmp")

@@ -107,6 +107,7 @@ def result_row(result: dict, grid: str | None = None, grid_file: str | None = No
     for key, value in sorted((result.get("versions") or {}).items()):
         row[f"version.{key}"] = value
     row["git_commit"] = result.get("git_commit")
+    row["text_encoders"] = _json(result.get("text_encoders", []))
     row["protocol_json"] = _json(result.get("protocol"))
     row["detection_json"] = _json(result.get("detection"))
     row["denoiser_report_json"] = _json(result.get("denoiser_report"))
@@ -138,6 +139,24 @@ def failure_row(run_id: str, config: dict, error: str, error_kind: str = "Error"
     row.update(_config_columns(config))
     row["git_commit"] = git_commit()
     return row
+
+
+def text_vector_denoisers() -> set[str]:
+    """Registered denoisers that use text vectors (``text_embeddings`` in their ``requires``)."""
+    import denoisers  # noqa: F401 - registers the built-in denoisers
+    from benchmark.registry import DENOISERS
+
+    return {name for name in DENOISERS.names() if "text_embeddings" in DENOISERS.get(name).requires}
+
+
+def _stale_text_filter(lf: pl.LazyFrame) -> pl.LazyFrame:
+    columns = lf.collect_schema().names()
+    if "denoiser.name" not in columns:
+        return lf.filter(pl.lit(False))
+    stale = (pl.col("status") == STATUS_OK) & pl.col("denoiser.name").is_in(sorted(text_vector_denoisers()))
+    if "text_encoders" in columns:
+        stale &= pl.col("text_encoders").is_null()
+    return lf.filter(stale)
 
 
 class ResultStore:
@@ -199,6 +218,20 @@ class ResultStore:
         if not path.exists():
             return None
         return pl.read_parquet(path, columns=["status"])["status"][0]
+
+    def stale_text_ids(self) -> set[str]:
+        """Finished runs of a text-vector denoiser stored before rows named their text encoders.
+
+        Their text vectors came from an encoding in batches, where a vector's last bits depended
+        on which texts shared its batch, i.e. on what the text cache held when the run began; a
+        rerun on another machine uses exact per-text vectors and may differ (IADSR's hard masks
+        amplify the difference). ``bench grid --redo-stale-text`` re-runs them."""
+        return set(_stale_text_filter(self.scan()).select("run_id").collect()["run_id"].to_list())
+
+    def is_stale_text(self, run_id: str) -> bool:
+        """Whether the stored row of ``run_id`` is one of :meth:`stale_text_ids` (reads one file)."""
+        path = self.path(run_id)
+        return path.exists() and _stale_text_filter(pl.scan_parquet(path)).select("run_id").collect().height > 0
 
     def done_ids(self) -> set[str]:
         return {rid for rid, status in self.statuses().items() if status == STATUS_OK}

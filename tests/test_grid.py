@@ -48,24 +48,24 @@ exclude:
 
 
 # ------------------------------------------------------------------ fake executor (importable)
-def fake_execute(cfg, runs_dir=None, resume=False):
+def fake_execute(cfg, runs_dir=None, resume=False, force=False):
     """Stands in for benchmark.run.execute: logs the call, fails on demand, returns a result dict.
 
-    ``FAKE_LOG``: file to append run ids to; ``FAKE_FAIL``: ``denoiser:kind`` pairs where kind
-    is nan | oom | crash."""
+    ``FAKE_LOG``: file to append run ids to (``<id>:force`` for a forced run); ``FAKE_FAIL``:
+    ``denoiser:kind`` pairs where kind is nan | oom | crash."""
     from benchmark.config import run_id
     from benchmark.runlock import run_lock
 
     rid = run_id(cfg)
     with run_lock(Path(runs_dir) / rid):  # as benchmark.run.execute does
-        return _fake_result(cfg, rid)
+        return _fake_result(cfg, rid, force)
 
 
-def _fake_result(cfg, rid):
+def _fake_result(cfg, rid, force=False):
     log = os.environ.get("FAKE_LOG")
     if log:
         with open(log, "a") as fh:
-            fh.write(rid + "\n")
+            fh.write(rid + (":force" if force else "") + "\n")
     fail = dict(item.split(":") for item in os.environ.get("FAKE_FAIL", "").split(",") if item)
     kind = fail.get(cfg.denoiser.name)
     if kind == "nan":
@@ -315,6 +315,36 @@ def test_plan_splits_done_failed_and_todo(tmp_path):
     assert [c.run_id for c in p.todo] == [c.run_id for c in cells[1:]]
     p = plan(cells, statuses, skip_failed=True)
     assert [c.run_id for c in p.todo] == [c.run_id for c in cells[2:]] and p.skipped_failed == [cells[1]]
+
+
+def _as_stored_before_text_encoder_ids(store: ResultStore, rid: str) -> None:
+    """Rewrite a stored row the way rows were written before they named their text encoders."""
+    import polars as pl
+
+    row = pl.read_parquet(store.path(rid)).drop("text_encoders").to_dicts()[0]
+    store.write(row)
+
+
+def test_redo_stale_text_reruns_only_text_rows_stored_without_encoder_ids_and_replaces_them(
+        tmp_path, fake_env, monkeypatch):
+    cells = tiny_cells(tmp_path, seeds="[0]")
+    text = next(c for c in cells if "semantic-outlier" in c.label)
+    plain = next(c for c in cells if c is not text)
+    run(cells, tmp_path)
+    store = ResultStore(tmp_path / "store")
+    assert store.stale_text_ids() == set()  # new rows name their text encoders
+    for rid in (plain.run_id, text.run_id):
+        _as_stored_before_text_encoder_ids(store, rid)
+    assert store.stale_text_ids() == {text.run_id}  # a plain run has no text vectors
+    assert run(cells, tmp_path).ran == []  # stale rows still count as done
+    monkeypatch.setenv("FAKE_FAIL", "semantic-outlier:nan")
+    failed = run(cells, tmp_path, redo_stale_text=True)
+    assert list(failed.failed) == [text.run_id] and store.status(text.run_id) == "ok"  # the old row stays
+    monkeypatch.delenv("FAKE_FAIL")
+    again = run(cells, tmp_path, redo_stale_text=True)
+    assert again.ran == [text.run_id] and fake_env()[-1] == f"{text.run_id}:force"
+    assert store.stale_text_ids() == set() and store.status(text.run_id) == "ok"
+    assert run(cells, tmp_path, redo_stale_text=True).ran == []
 
 
 def test_worker_processes_record_a_crashing_cell_without_failing_its_neighbours(tmp_path, fake_env, monkeypatch):

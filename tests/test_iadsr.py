@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 
 import numpy as np
@@ -373,6 +374,7 @@ def test_bad_config_values_name_the_key():
 # ---------------------------------------------------------------------- detection on planted noise
 def test_exported_masks_find_planted_noise_above_random(bow, tmp_path, one_thread):
     from benchmark.run import execute
+    from benchmark.store import result_row
 
     cfg = compose(backbone="sasrec", denoiser="iadsr", dataset="synthetic", profile="smoke", overrides=[
         "dataset.synthetic.n_users=120", "dataset.synthetic.max_len=20", "dataset.synthetic.noise_rate=0.2",
@@ -388,6 +390,9 @@ def test_exported_masks_find_planted_noise_above_random(bow, tmp_path, one_threa
     assert d["f1"] > 1.4 * d["random_expected_f1"]
     assert (tmp_path / "runs" / result.run_id / "denoised" / "masks.tsv").exists()
     assert result.denoiser_report["semantic"]["interest_encoder"] == "text"
+    # the row names the text encoder, so it is not taken for one made before vectors were exact
+    assert result.text_encoders == [result.denoiser_report["semantic"]["encoder"]]
+    assert result_row(result.to_json())["text_encoders"] == json.dumps(result.text_encoders)
 
 
 def test_bench_denoise_prints_the_exported_files_and_the_follow_up(bow, tmp_path, capsys, one_thread):

@@ -74,3 +74,13 @@ def test_an_unknown_run_id_names_the_missing_store_file(stored, tmp_path, capsys
     code = cli.main(["reproduce", "0123456789ab", "--store", str(store.directory)])
     err = capsys.readouterr().err
     assert code == 2 and "run 0123456789ab: no " in err and "0123456789ab.parquet" in err
+
+
+def test_a_text_row_stored_before_rows_named_their_encoders_is_explained_when_it_differs():
+    from benchmark.reproduce import STALE_TEXT_NOTE, Comparison, Difference, render
+
+    differs = Comparison("abc", ["test_ndcg@10"], [Difference("test_ndcg@10", 0.0415, 0.0399)], [], [])
+    assert STALE_TEXT_NOTE in render(differs, stale_text=True)
+    assert STALE_TEXT_NOTE not in render(differs)
+    same = Comparison("abc", ["test_ndcg@10"], [], [], [])
+    assert STALE_TEXT_NOTE not in render(same, stale_text=True)

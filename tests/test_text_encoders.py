@@ -288,9 +288,30 @@ def test_minilm_encodes_texts_with_the_same_token_cut_once(minilm, monkeypatch):
 
 def test_minilm_encoder_id_names_options_that_change_vectors():
     a = make_text_encoder("minilm")
-    assert a.encoder_id == make_text_encoder("minilm", batch_size=8).encoder_id  # batching is not identity
-    assert a.encoder_id != make_text_encoder("minilm", max_seq_length=32).encoder_id
-    assert a.encoder_id != make_text_encoder("minilm", normalize=True).encoder_id
+    assert a.encoder_id.endswith("|batch_size=1|threads=1")
+    others = [make_text_encoder("minilm", **kw).encoder_id for kw in (
+        {"batch_size": 8}, {"threads": 0}, {"threads": 2}, {"max_seq_length": 32}, {"normalize": True})]
+    assert len({a.encoder_id, *others}) == 6
+
+
+def test_minilm_vector_of_a_text_does_not_depend_on_its_batch_mates_or_cores(minilm, tmp_path):
+    import torch
+
+    words = "lotion cream serum mask toner brush palette gloss liner powder".split()
+    texts = [", ".join(words[: 1 + (i * 7) % 10]) + f" no. {i}" for i in range(24)]
+    alone = np.stack([minilm.encode([t])[0] for t in texts])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        together = minilm.encode(texts[::-1])[::-1]
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(together, alone)
+    assert torch.get_num_threads() == threads
+    # a cache filled in a different order and chunking serves the same bits as a fresh call
+    cache = CachedEncoder(minilm, tmp_path, chunk_size=5, progress=False)
+    cache.encode(texts[5:17])
+    np.testing.assert_array_equal(cache.encode(texts), alone)
 
 
 # --------------------------------------------------------------------- llm2vec
@@ -411,7 +432,7 @@ def test_hub_model_name_is_accepted_without_download():
 # ----------------------------------------------------------------------- embed
 def test_encoder_presets_resolve_to_backends():
     assert resolve_encoder("minilm", {"batch_size": "8"}) == (
-        "minilm", {"model": "", "batch_size": "8", "device": "cpu", "normalize": False}
+        "minilm", {"model": "", "batch_size": "8", "threads": 1, "device": "cpu", "normalize": False}
     )
     backend, options = resolve_encoder("llm2vec-llama31-8b", {"truncate": "tail"})
     assert backend == "llm2vec" and options["truncate"] == "tail" and options["pooling_mode"] == "mean"

@@ -14,6 +14,15 @@ def not_applicable_line(grid: str, n: int) -> str:
             "after its data changed)")
 
 
+def stale_text_line(grid: str, n: int, redo: bool) -> str:
+    """The note on finished cells whose text vectors depended on the text cache's contents."""
+    what = ("they run again" if redo else
+            "they count as done; --redo-stale-text runs them again")
+    return (f"grid {grid}: {n} finished cells of text-vector denoisers were stored before rows named their text "
+            f"encoders: their vectors depended on what the text cache held, so they reproduce only against that "
+            f"cache; {what}")
+
+
 def register(sub) -> None:
     p = sub.add_parser("grid", help="run a grid of configurations (resumable; local processes or Ray)",
                        description="Expand configs/grids/NAME.yaml into cells and run the ones missing from the "
@@ -35,6 +44,10 @@ def register(sub) -> None:
                         "grid its share when several run at once (two on 2 cores: --threads 1)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bars (for logs): a line per finished cell and per training epoch instead")
+    p.add_argument("--redo-stale-text", action="store_true",
+                   help="also re-run finished cells of text-vector denoisers stored before rows named their text "
+                        "encoders (their vectors depended on the text cache's contents); each new row replaces "
+                        "the old one, a failure keeps it")
     p.add_argument("--only", action="append", default=[], metavar="KEY=V1,V2",
                    help="run (or list) only matching cells; repeatable; KEY: dataset, noise, backbone, denoiser, seed, "
                         "or a denoiser_params key of the grid")
@@ -87,8 +100,10 @@ def main(args) -> int:
     if args.dry_run:
         from benchmark.run import checkpointed_epochs  # reads checkpoints: torch, only for the listing
 
-        p = plan(cells, store.statuses(), args.skip_failed, runs_dir)
+        stale = store.stale_text_ids() & {c.run_id for c in cells}
+        p = plan(cells, store.statuses(), args.skip_failed, runs_dir, stale if args.redo_stale_text else set())
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
+                  **{c.run_id: "stale" for c in p.done if c.run_id in stale},
                   **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running}}
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
@@ -105,6 +120,8 @@ def main(args) -> int:
               f"{len(p.todo)} to run; store {args.store}")
         if p.not_applicable:
             print(not_applicable_line(spec.name, len(p.not_applicable)))
+        if stale:
+            print(stale_text_line(spec.name, len(stale), args.redo_stale_text))
         if p.todo and not expected:
             print("expected time: no finished runs with the same dataset, backbone, denoiser, protocol and "
                   "training instances, nor a plain run to scale, to estimate from")
@@ -123,7 +140,7 @@ def main(args) -> int:
         command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
         workers=args.workers, ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
         gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
-        torch_threads=args.threads,
+        torch_threads=args.threads, redo_stale_text=args.redo_stale_text,
     )
     print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed, "
           f"{len(summary.not_applicable)} not applicable); skipped {summary.skipped_done} done, "

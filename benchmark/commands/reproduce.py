@@ -31,11 +31,12 @@ def main(args) -> int:
         cells = [(row, config_of(row)) for row in (stored_row(store, rid) for rid in args.run_ids)]
     except ReproduceError as exc:
         raise UserError(str(exc)) from exc
+    stale = store.stale_text_ids() & set(args.run_ids)
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(tempfile.mkdtemp(prefix="bench-reproduce-"))
     failed = 0
     for row, cfg in cells:
         comparison = rerun_and_compare(row, cfg, runs_dir, atol=args.atol)
-        print(render(comparison), flush=True)
+        print(render(comparison, stale_text=row["run_id"] in stale), flush=True)
         failed += not comparison.identical
     print(f"{len(args.run_ids) - failed} of {len(args.run_ids)} runs reproduced (run directories under {runs_dir})")
     return 1 if failed else 0

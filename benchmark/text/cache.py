@@ -18,6 +18,10 @@ processes may write the same directory (shard names are unique; a text stored tw
 harmless), and they share the work: each claims a chunk before encoding it
 (``benchmark.text.claims``), skips texts claimed by others and reads their shards once stored.
 
+The cache stores whatever the wrapped encoder returns for a chunk, so a text's stored vector is
+the one a fresh call gives only if the encoder's output for a text does not depend on the other
+texts of its call: the default ``minilm`` encodes each text alone on one thread for that reason.
+
 Reading a shard checks both files against the checksums and the encoder id in its
 ``.sum.json`` (shards written before checksums only for readable, consistent shapes). A shard
 that fails is deleted with a warning line and its texts are encoded again: the cache rebuilds
