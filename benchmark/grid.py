@@ -555,7 +555,8 @@ def run_grid(
     bar = tqdm(total=len(cells), initial=len(cells) - len(p.todo), unit="cell", disable=not progress,
                desc=grid_name or "grid", dynamic_ncols=True)
     write = echo or bar.write
-    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR, torch_threads, force=c.run_id in again)
+    tasks = [CellTask(c, str(runs_dir), executor or DEFAULT_EXECUTOR, torch_threads,
+                      redo_stale_text=c.run_id in again)
              for c in p.todo]
 
     stop = threading.Event()
@@ -570,7 +571,7 @@ def run_grid(
             write(f"busy   {out.run_id}  {task.cell.label}: {out.error}")
             bar.update(1)
             return
-        replaces = task.force and store.is_stale_text(out.run_id)
+        replaces = task.redo_stale_text and store.is_stale_text(out.run_id)
         if out.status != "ok" and replaces:  # the finished row stays until a rerun succeeds
             summary.failed[out.run_id] = out.error or ""
             write(f"FAILED {out.run_id}  {task.cell.label}: {out.error} (its earlier row stays in the store)")

@@ -12,6 +12,7 @@ is identified and recorded as failed without failing its neighbours.
 from __future__ import annotations
 
 import importlib
+import json
 import multiprocessing
 import os
 import time
@@ -19,6 +20,7 @@ from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from benchmark.grid import Cell
@@ -43,7 +45,9 @@ class CellTask:
     # invocation interrupted continues from its last finished epoch (benchmark.run.execute)
     executor: str = DEFAULT_EXECUTOR
     torch_threads: int = 0  # > 0: torch.set_num_threads in the worker (N workers share the cores)
-    force: bool = False  # run even if the run directory holds a finished result (passed as force=True)
+    # run again if the run directory's finished result predates text-encoder ids (passed as force=True);
+    # a result another grid already re-ran names them and is reused
+    redo_stale_text: bool = False
 
 
 @dataclass
@@ -98,7 +102,7 @@ def execute_cell(task: CellTask) -> CellOutcome:
         if rid != cell.run_id:
             raise RuntimeError(f"cell {cell.label}: run id changed from {cell.run_id} (expansion) to {rid} "
                                "(worker); the configs differ between driver and worker")
-        extra = {"force": True} if task.force else {}
+        extra = {"force": True} if task.redo_stale_text and _stale_text_result(Path(task.runs_dir) / rid) else {}
         result = _load_executor(task.executor)(cfg, runs_dir=task.runs_dir, resume=True, **extra)
         payload = result.to_json() if hasattr(result, "to_json") else dict(result)
         return CellOutcome(cell.run_id, STATUS_OK, config, result=payload, seconds=time.perf_counter() - t0)
@@ -110,6 +114,14 @@ def execute_cell(task: CellTask) -> CellOutcome:
         kind, text, tb = describe_exception(exc)
         return CellOutcome(cell.run_id, STATUS_FAILED, config, error=text, error_kind=kind, error_traceback=tb,
                            seconds=time.perf_counter() - t0)
+
+
+def _stale_text_result(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a finished result written before results named their text encoders."""
+    try:
+        return "text_encoders" not in json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def crashed_outcome(task: CellTask, reason: str, kind: str = "WorkerCrashed") -> CellOutcome:

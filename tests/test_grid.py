@@ -1,6 +1,7 @@
 """Grid expansion, skip-done, failure isolation and kill-and-resume."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -319,8 +320,6 @@ def test_plan_splits_done_failed_and_todo(tmp_path):
 
 def _as_stored_before_text_encoder_ids(store: ResultStore, rid: str) -> None:
     """Rewrite a stored row the way rows were written before they named their text encoders."""
-    import polars as pl
-
     row = pl.read_parquet(store.path(rid)).drop("text_encoders").to_dicts()[0]
     store.write(row)
 
@@ -337,6 +336,9 @@ def test_redo_stale_text_reruns_only_text_rows_stored_without_encoder_ids_and_re
         _as_stored_before_text_encoder_ids(store, rid)
     assert store.stale_text_ids() == {text.run_id}  # a plain run has no text vectors
     assert run(cells, tmp_path).ran == []  # stale rows still count as done
+    old_result = tmp_path / "runs" / text.run_id / "result.json"  # the finished run directory of the old row
+    old_result.parent.mkdir(parents=True, exist_ok=True)
+    old_result.write_text(json.dumps({"run_id": text.run_id, "status": "ok"}))
     monkeypatch.setenv("FAKE_FAIL", "semantic-outlier:nan")
     failed = run(cells, tmp_path, redo_stale_text=True)
     assert list(failed.failed) == [text.run_id] and store.status(text.run_id) == "ok"  # the old row stays
