@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import ttest_rel
 
 from benchmark.config import fill_added_keys
-from benchmark.store import flatten
+from benchmark.store import flatten, text_vector_denoisers
 
 SIGNIFICANCE = 0.05
 SETTING_PREFIXES = ("dataset.",)
@@ -67,6 +67,14 @@ class Variant:
             if isinstance(cap, (int, float)) and isinstance(ran, (int, float)) and cap > 0 and ran >= cap:
                 capped.append(seed)
         return sorted(capped)
+
+    def stale_text_seeds(self) -> list[int]:
+        """Seeds whose row is a text-vector denoiser's run stored before rows named their text
+        encoders (``ResultStore.stale_text_ids``): it reproduces only against the text cache
+        that made it."""
+        text = text_vector_denoisers()
+        return sorted(seed for seed, row in self.runs.items()
+                      if row.get("denoiser.name") in text and row.get("text_encoders") is None)
 
     @property
     def mode(self) -> str:

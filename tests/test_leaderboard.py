@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -424,6 +425,23 @@ def test_a_row_whose_seed_ran_into_the_epoch_cap_is_marked(tmp_path):
     rows = [ln for ln in (tmp_path / "out" / "ml-100k.md").read_text().splitlines() if ln.startswith("| sasrec |")]
     marked = {ln.split(" | ")[1] for ln in rows if " | 3 ‡ | " in ln}
     assert marked == {"none"}  # plain SASRec's seed 0 ran all 300 epochs; its hsd row stopped early
+
+
+def test_a_text_row_with_a_seed_stored_before_rows_named_their_text_encoders_is_marked(tmp_path):
+    import polars as pl
+
+    store = build_store(tmp_path / "store")
+    old = result(0.1, "gru4rec", "semantic-outlier", 0.1, 1, 0.10)["run_id"]
+    store.write(pl.read_parquet(store.path(old)).drop("text_encoders").to_dicts()[0])
+    plain = result(0.1, "gru4rec", "none", None, 1, 0.09)["run_id"]  # no text vectors: never marked
+    store.write(pl.read_parquet(store.path(plain)).drop("text_encoders").to_dicts()[0])
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    marked = [ln for ln in md.splitlines() if ln.startswith("| gru4rec |") and " | 3 ◇ | " in ln]
+    assert len(marked) == 1 and "semantic-outlier" in marked[0]
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "out" / "ml-100k.csv").read_text())))
+    stale = {(r["noise"], r["denoiser"]): r["stale_text_seeds"] for r in rows if r["stale_text_seeds"]}
+    assert list(stale.values()) == ["1"] and next(iter(stale))[1] == "semantic-outlier"
 
 
 def test_provenance_counts_how_many_of_a_grid_files_cells_are_in_the_store(tmp_path):
