@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import ttest_rel
 
 from benchmark.config import fill_added_keys
-from benchmark.store import flatten, text_vector_denoisers
+from benchmark.store import flatten, is_stale_text_row, text_vector_denoisers
 
 SIGNIFICANCE = 0.05
 SETTING_PREFIXES = ("dataset.",)
@@ -73,8 +73,7 @@ class Variant:
         encoders (``ResultStore.stale_text_ids``): it reproduces only against the text cache
         that made it."""
         text = text_vector_denoisers()
-        return sorted(seed for seed, row in self.runs.items()
-                      if row.get("denoiser.name") in text and row.get("text_encoders") is None)
+        return sorted(seed for seed, row in self.runs.items() if is_stale_text_row(row, text))
 
     @property
     def mode(self) -> str:

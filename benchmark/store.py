@@ -149,6 +149,13 @@ def text_vector_denoisers() -> set[str]:
     return {name for name in DENOISERS.names() if "text_embeddings" in DENOISERS.get(name).requires}
 
 
+def is_stale_text_row(row: dict, text_denoisers: set[str]) -> bool:
+    """One stored row (dict) by the rule of :func:`_stale_text_filter`: a finished run of a
+    text-vector denoiser (``text_denoisers``) without ``text_encoders``."""
+    return (row.get("status", STATUS_OK) == STATUS_OK and row.get("denoiser.name") in text_denoisers
+            and row.get("text_encoders") is None)
+
+
 def _stale_text_filter(lf: pl.LazyFrame) -> pl.LazyFrame:
     columns = lf.collect_schema().names()
     if "denoiser.name" not in columns:
