@@ -14,8 +14,10 @@ from benchmark.data.sequences import SplitData
 
 
 class Resources:
-    def __init__(self, split: SplitData, seed: int = 0, text_encoder: str = "minilm", text_encoder_cfg: dict | None = None):
+    def __init__(self, split: SplitData, seed: int = 0, text_encoder: str = "minilm",
+                 text_encoder_cfg: dict | None = None, progress: bool = True):
         self.split = split
+        self.progress = progress  # tqdm bar while the text cache encodes missing texts
         self.seed = seed
         self.text_encoder_name = text_encoder
         self.text_encoder_cfg = dict(text_encoder_cfg or {})
@@ -45,7 +47,7 @@ class Resources:
         key = (name, tuple(sorted(merged.items())))
         cache = self.__dict__.setdefault("_encoders", {})
         if key not in cache:
-            cache[key] = CachedEncoder(make_text_encoder(name, **merged))
+            cache[key] = CachedEncoder(make_text_encoder(name, **merged), progress=self.progress)
         return cache[key]
 
     def text_encoder_ids(self) -> list[str]:

@@ -616,7 +616,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     validate_against_data(cfg, split.n_items)
     timings["data_seconds"] = time.perf_counter() - t0
 
-    resources = Resources(split, seed=int(cfg.seed))
+    resources = Resources(split, seed=int(cfg.seed), progress=bool(cfg.logging.progress))
     denoiser = make_denoiser(to_dict(cfg.denoiser), resources)
     backbone_name = cfg.backbone.name
     backbone_cls = BACKBONES.get(backbone_name)

@@ -421,3 +421,11 @@ def test_export_of_other_sequences_computes_their_own_interests(bow):
     decisions = den.export(model, history)
     assert decisions.source is history and decisions.keep.shape == history.items.shape
     assert np.array_equal(decisions.keep, -decisions.score > 0)
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_text_cache_progress_bar_follows_the_run_progress_setting(bow, capfd, progress):
+    resources = Resources(_split(), seed=0, progress=progress)
+    resources.encode_texts(["red lipstick", "face cream"], name="test-bow")
+    assert bow.calls == 2
+    assert ("encoding texts" in capfd.readouterr().err) is progress

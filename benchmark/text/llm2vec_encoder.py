@@ -46,7 +46,7 @@ class LLM2VecConfig:
     truncate: str = "head"  # head = keep first words (library) | tail = keep last words
     dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N | mps
-    batch_size: int = 8
+    batch_size: int = 8  # part of the id: padded batch-mates move a vector's last bits; 1 = exact per text
     instruction: str = ""  # prepended to every text, excluded from pooling
     bidirectional: bool = False
     normalize: bool = False  # L2-normalise outputs
@@ -108,7 +108,7 @@ class LLM2VecEncoder:
             f"llm2vec:{model_ref(cfg.model)}|adapter={model_ref(cfg.adapter) if cfg.adapter else 'none'}"
             f"|bidirectional={cfg.bidirectional}|pooling={cfg.pooling_mode}|max_length={cfg.max_length}"
             f"|doc_max_length={cfg.doc_max_length}|truncate={cfg.truncate}|dtype={cfg.dtype}"
-            f"|instruction={instruction}|normalize={cfg.normalize}"
+            f"|instruction={instruction}|normalize={cfg.normalize}|batch_size={cfg.batch_size}"
         )
         self._l2v = None
         self._dim: int | None = None
