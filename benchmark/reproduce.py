@@ -41,6 +41,7 @@ class Comparison:
     differences: list[Difference]
     only_stored: list[str]  # outcome columns the stored row has and the rerun lacks
     only_rerun: list[str]
+    torch_threads: int = 0  # the rerun's torch threads, those of the stored run (0: not recorded, process setting)
 
     @property
     def identical(self) -> bool:
@@ -99,15 +100,27 @@ def compare_rows(stored: dict, rerun: dict, atol: float = 0.0) -> Comparison:
     return Comparison(str(stored["run_id"]), both, diffs, sorted(a.keys() - b.keys()), sorted(b.keys() - a.keys()))
 
 
+def stored_threads(row: dict) -> int:
+    """The torch thread count the stored run trained with (0 when the row does not record it)."""
+    value = row.get("torch_threads")
+    return 0 if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
 def rerun_and_compare(row: dict, cfg, runs_dir: Path, atol: float = 0.0) -> Comparison:
     """Train the stored cell ``row`` again from ``cfg`` (:func:`config_of` of it) in ``runs_dir``
-    (a fresh directory: a finished run directory there would be reused, not re-run) and compare
-    with the stored row."""
+    (a fresh directory: a finished run directory there would be reused, not re-run) with the
+    stored run's torch thread count (a grid cell run with ``--threads 1`` sums in a different
+    order than a process using every core), and compare with the stored row."""
     from benchmark.run import execute
+    from benchmark.threads import torch_threads
 
     cfg.logging.wandb = "disabled"  # not part of the run id; a rerun is no new W&B run
-    result = execute(cfg, runs_dir=runs_dir, force=True)
-    return compare_rows(row, result_row(result.to_json()), atol)
+    threads = stored_threads(row)
+    with torch_threads(threads):
+        result = execute(cfg, runs_dir=runs_dir, force=True)
+    comparison = compare_rows(row, result_row(result.to_json()), atol)
+    comparison.torch_threads = threads
+    return comparison
 
 
 STALE_TEXT_NOTE = ("  the stored row predates rows that name their text encoders: its text vectors were encoded in "
@@ -119,9 +132,11 @@ def render(comparison: Comparison, stale_text: bool = False) -> str:
     """A plain-text report: the verdict, then each differing column; ``stale_text``: the stored
     row is one of ``ResultStore.stale_text_ids`` (said after a failed comparison)."""
     c = comparison
+    threads = (f" (rerun with {c.torch_threads} torch thread{'s' if c.torch_threads != 1 else ''}, as the stored run)"
+               if c.torch_threads else "")
     if c.identical:
-        return f"run {c.run_id}: reproduced; all {len(c.compared)} outcome columns equal the stored ones"
-    lines = [f"run {c.run_id}: NOT reproduced; {len(c.differences)} of {len(c.compared)} outcome columns differ"]
+        return f"run {c.run_id}: reproduced; all {len(c.compared)} outcome columns equal the stored ones{threads}"
+    lines = [f"run {c.run_id}: NOT reproduced; {len(c.differences)} of {len(c.compared)} outcome columns differ{threads}"]
     if stale_text:
         lines.append(STALE_TEXT_NOTE)
     lines += [f"  {d.column}: stored {d.stored!r}, rerun {d.rerun!r}" for d in c.differences]

@@ -84,3 +84,29 @@ def test_a_text_row_stored_before_rows_named_their_encoders_is_explained_when_it
     assert STALE_TEXT_NOTE not in render(differs)
     same = Comparison("abc", ["test_ndcg@10"], [], [], [])
     assert STALE_TEXT_NOTE not in render(same, stale_text=True)
+
+
+def test_a_rerun_trains_with_the_thread_count_of_the_stored_run_and_restores_it(stored, tmp_path, capsys, monkeypatch):
+    import torch
+
+    import benchmark.run
+
+    store, rid = stored
+    copy = ResultStore(tmp_path / "store")
+    copy.write({**pl.read_parquet(store.path(rid)).to_dicts()[0], "torch_threads": 1.0})
+    seen = []
+    real_execute = benchmark.run.execute
+
+    def recording_execute(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real_execute(*args, **kwargs)
+
+    monkeypatch.setattr(benchmark.run, "execute", recording_execute)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cli.main(["reproduce", rid, "--store", str(copy.directory), "--runs-dir", str(tmp_path / "rerun")])
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    assert f"run {rid}: " in (out := capsys.readouterr().out) and "(rerun with 1 torch thread, as the stored run)" in out

