@@ -76,6 +76,27 @@ def test_run_records_its_torch_threads_and_the_load_it_ran_under(tmp_path, monke
     assert result.timings["torch_threads"] == torch.get_num_threads()
 
 
+
+def test_run_threads_option_pins_the_runs_torch_threads_and_restores_them(tmp_path, capsys):
+    import json
+
+    from benchmark import cli
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        code = cli.main(["run", "--runs-dir", str(tmp_path), "--backbone", "gru4rec", "--dataset", "synthetic",
+                         "--profile", "smoke", "--threads", "1", "dataset.synthetic.n_users=40",
+                         "dataset.synthetic.n_items=30", "dataset.max_len=8", "logging.wandb=disabled"])
+        assert code == 0 and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert "torch threads: 1\n" in out
+    (result,) = tmp_path.glob("*/result.json")
+    assert json.loads(result.read_text())["timings"]["torch_threads"] == 1.0
+
+
 class _FakeStrategy:
     @staticmethod
     def reduce_boolean_decision(decision, all=True):  # noqa: A002 - Lightning's signature

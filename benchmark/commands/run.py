@@ -38,6 +38,10 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its last checkpoint (without it, an unfinished run starts over)")
     p.add_argument("--runs-dir", default=None)
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads for this run (default 0: torch's own count, one per core). CPU kernels sum "
+                        "in a thread-dependent order, so the last digits of the metrics depend on it; result.json "
+                        "records it and `bench reproduce` re-uses it")
     p.set_defaults(func=main)
 
 
@@ -89,13 +93,18 @@ def _baseline(cfg, runs_dir: Path):
 
 
 def main(args) -> int:
+    from benchmark.cli import UserError
     from benchmark.report import describe_resumed, metric_table, protocol_lines
+    from benchmark.threads import torch_threads
 
+    if args.threads < 0:
+        raise UserError(f"--threads {args.threads}: expected >= 0 (0 = torch's own count, one per core)")
     cfg = config_from_args(args)
     runs_dir = Path(args.runs_dir or cfg.logging.runs_dir)
     print(f"run {run_id(cfg)}: backbone={cfg.backbone.name} denoiser={cfg.denoiser.name} "
           f"dataset={cfg.dataset.name} seed={cfg.seed}")
-    result = execute_reporting_stops(cfg, runs_dir, force=args.force, resume=args.resume)
+    with torch_threads(args.threads):
+        result = execute_reporting_stops(cfg, runs_dir, force=args.force, resume=args.resume)
     ks = list(cfg.eval.ks)
     rows = {"valid (best epoch)": result.valid, "test": result.test}
     base = _baseline(cfg, runs_dir)
@@ -104,7 +113,8 @@ def main(args) -> int:
     print()
     print(metric_table(rows, ks))
     print(f"\nmode: {result.mode}; epochs: {result.epochs} (best {result.best_epoch}); "
-          f"seconds/epoch: {result.timings.get('epoch_seconds_mean', 0):.2f}")
+          f"seconds/epoch: {result.timings.get('epoch_seconds_mean', 0):.2f}; "
+          f"torch threads: {int(result.timings.get('torch_threads', 0))}")
     if result.detection:
         d = result.detection
         keys = [k for k in ("precision", "recall", "f1", "flag_rate", "random_f1") if k in d]
