@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
+GENERATED_DIRS = ("results", "leaderboards")  # committed outputs of bench grid / bench leaderboard, not code
 _PACKAGES = ("torch", "pytorch-lightning", "torchmetrics", "numpy", "polars", "omegaconf", "wandb", "transformers", "sentence-transformers", "llm2vec")
 
 
@@ -26,13 +27,15 @@ def library_versions() -> dict[str, str]:
 @lru_cache(maxsize=1)
 def git_commit() -> str:
     """``<sha>`` or ``<sha>+dirty``; ``unknown`` outside a git checkout. Generated outputs
-    (``leaderboards/``, rewritten by the very commands that record the commit) do not make the
-    checkout dirty; any other modified tracked file does."""
+    (:data:`GENERATED_DIRS`: the result store that grids rewrite while other grids start, and the
+    leaderboards made from it) do not make the checkout dirty; any other modified tracked file does."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)leaderboards"], cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
+        excluded = [f":(exclude){d}" for d in GENERATED_DIRS]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded],
+                               cwd=REPO_DIR, capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

@@ -25,7 +25,7 @@ def test_bench_perf_writes_a_structured_report_on_tiny_synthetic_data(tmp_path, 
     assert "| sasrec | " in md.split("Minimal PyTorch reference", 1)[1]
 
 
-def test_commit_marker_ignores_generated_leaderboards_but_not_code(tmp_path, monkeypatch):
+def test_commit_marker_ignores_the_result_store_and_leaderboards_but_not_code(tmp_path, monkeypatch):
     import subprocess
 
     from benchmark import provenance
@@ -34,8 +34,10 @@ def test_commit_marker_ignores_generated_leaderboards_but_not_code(tmp_path, mon
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
     (tmp_path / "leaderboards").mkdir()
+    (tmp_path / "results").mkdir()
     (tmp_path / "code.py").write_text("x = 1\n")
     (tmp_path / "leaderboards" / "perf.md").write_text("old\n")
+    (tmp_path / "results" / "abc.parquet").write_bytes(b"old row")
     git("init", "-q")
     git("add", ".")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
@@ -43,6 +45,7 @@ def test_commit_marker_ignores_generated_leaderboards_but_not_code(tmp_path, mon
     provenance.git_commit.cache_clear()
     try:
         (tmp_path / "leaderboards" / "perf.md").write_text("regenerated\n")
+        (tmp_path / "results" / "abc.parquet").write_bytes(b"row of a rerun")  # another grid replaced it
         assert not provenance.git_commit().endswith("+dirty")
         provenance.git_commit.cache_clear()
         (tmp_path / "code.py").write_text("x = 2\n")
