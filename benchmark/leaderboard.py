@@ -460,7 +460,11 @@ def provenance_lines(rows: list[dict], coverage: dict[str, tuple[int, int]] | No
     lines = ["## Provenance", "", "Commands that produced these rows:", ""]
     lines += [f"- `{c}`" for c in distinct("command")] or ["- (runs recorded without a command)"]
     lines += ["", "Grid files:", ""] + ([grid_line(g) for g in distinct("grid_file")] or ["- (none)"])
-    lines += ["", "Git commits:", ""] + ([f"- `{c}`" for c in distinct("git_commit")] or ["- (unknown)"])
+    finals = distinct("git_commit")
+    earlier = sorted({c for r in rows if r.get("attempt_commits") for c in json.loads(r["attempt_commits"])}
+                     - set(finals))
+    commits = [f"- `{c}`" for c in finals] + [f"- `{c}` (an earlier attempt of a resumed run)" for c in earlier]
+    lines += ["", "Git commits:", ""] + (commits or ["- (unknown)"])
     lines += ["", "Regenerate with `bench leaderboard` (see leaderboards/README.md)."]
     return lines
 

@@ -47,6 +47,8 @@ from models.base import ModelShape, SequentialRecommender
 
 log = logging.getLogger(__name__)
 LAST_CHECKPOINT = "last.ckpt"
+ATTEMPTS_FILE = "attempts.json"  # the git commit and start time of each process that trained the run
+UNKNOWN_ATTEMPT = "unknown (attempt made before runs recorded their attempts)"
 FAILURE_FILE = "failure.json"
 
 
@@ -69,6 +71,9 @@ class RunResult:
     git_commit: str = field(default_factory=git_commit)
     status: str = "ok"
     resumed_from: dict[str, int] = field(default_factory=dict)  # backbone -> epochs restored by --resume
+    # commit of each process that trained the run, in order: several when it resumed (the epochs
+    # restored from a checkpoint were trained by the earlier ones, which may run other code)
+    attempt_commits: list[str] = field(default_factory=list)
     # a transfer run's native phase: backbone, epochs trained and best epoch (None when the shared
     # phase was stored before these were recorded)
     native: dict | None = None
@@ -514,6 +519,7 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         if result_file.exists() and not force:  # finished by another process since the check above
             return RunResult(**json.loads(result_file.read_text()))
         resume = _prepare_run_directory(out_dir, resume)
+        record_attempt(out_dir, commit, resume)
         try:
             return _execute_unlocked(cfg, rid, out_dir, runs_root, commit, resume)
         except Exception as exc:  # KeyboardInterrupt is no failure: the run stays resumable
@@ -543,6 +549,27 @@ def _prepare_run_directory(out_dir: Path, resume: bool) -> bool:
         log.warning("run %s: starting clean; removed %s left by an earlier attempt (--resume continues an "
                     "interrupted run instead)", out_dir.name, ", ".join(p.name for p in leftovers))
     return False
+
+
+def record_attempt(out_dir: Path, commit: str, resume: bool) -> list[str]:
+    """Append this process's commit to ``out_dir/attempts.json`` (started afresh unless the run
+    resumes) and return every attempt's commit in order. A resumed run whose earlier attempts left
+    no record gets :data:`UNKNOWN_ATTEMPT` first."""
+    path = out_dir / ATTEMPTS_FILE
+    attempts = json.loads(path.read_text()) if resume and path.exists() else []
+    if resume and not attempts:
+        attempts = [{"git_commit": UNKNOWN_ATTEMPT, "started": None}]
+    attempts.append({"git_commit": commit, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(attempts, indent=2))
+    tmp.replace(path)
+    return [a["git_commit"] for a in attempts]
+
+
+def attempt_commits(out_dir: Path) -> list[str]:
+    """The commits of ``out_dir``'s attempts so far (:func:`record_attempt`), oldest first."""
+    path = out_dir / ATTEMPTS_FILE
+    return [a["git_commit"] for a in json.loads(path.read_text())] if path.exists() else []
 
 
 def write_failure(path: Path, rid: str, exc: BaseException, commit: str | None) -> None:
@@ -693,6 +720,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         epochs=len(recorder.epoch_seconds),
         git_commit=commit,
         resumed_from={k: v for k, v in resumed_from.items() if v} if resume else {},
+        attempt_commits=attempt_commits(out_dir),
         native=native_fit,
         text_encoders=resources.text_encoder_ids(),
     )

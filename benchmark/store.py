@@ -107,6 +107,8 @@ def result_row(result: dict, grid: str | None = None, grid_file: str | None = No
     for key, value in sorted((result.get("versions") or {}).items()):
         row[f"version.{key}"] = value
     row["git_commit"] = result.get("git_commit")
+    if len(result.get("attempt_commits") or []) > 1:  # resumed: the earlier attempts' commits count too
+        row["attempt_commits"] = _json(result["attempt_commits"])
     row["text_encoders"] = _json(result.get("text_encoders", []))
     row["protocol_json"] = _json(result.get("protocol"))
     row["detection_json"] = _json(result.get("detection"))

@@ -68,6 +68,7 @@ def test_interrupted_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path
     assert bench_run(tmp_path / "b", "sasrec", "hsd", *options, "--resume") == 0
     a, b = result_of(tmp_path / "a"), result_of(tmp_path / "b")
     assert b["resumed_from"] == {"sasrec": 2} and a["resumed_from"] == {}
+    assert len(b["attempt_commits"]) == 2 and len(a["attempt_commits"]) == 1
     for key in ("curve", "valid", "test", "test_optimistic", "best_epoch", "epochs", "denoiser_report"):
         assert b[key] == a[key], key
     assert len(b["denoiser_report"]["train_removed_per_epoch"]) == 4
@@ -220,3 +221,23 @@ def test_grid_cell_interrupted_mid_training_continues_from_its_last_epoch_on_the
     ra, rb = (json.loads((tmp_path / n / "runs" / cell.run_id / "result.json").read_text()) for n in ("a", "b"))
     assert rb["resumed_from"] == {"sasrec": 2} and ra["resumed_from"] == {}
     assert rb["curve"] == ra["curve"]
+
+
+def test_attempt_log_names_every_commit_that_trained_a_resumed_run(tmp_path):
+    from benchmark.leaderboard import provenance_lines
+    from benchmark.store import result_row
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert run_module.record_attempt(run_dir, "aaa", resume=False) == ["aaa"]
+    assert run_module.record_attempt(run_dir, "bbb", resume=True) == ["aaa", "bbb"]
+    assert run_module.record_attempt(run_dir, "ccc", resume=False) == ["ccc"]  # a clean start forgets them
+    (run_dir / run_module.ATTEMPTS_FILE).unlink()  # an attempt made before runs recorded theirs
+    assert run_module.record_attempt(run_dir, "ddd", resume=True) == [run_module.UNKNOWN_ATTEMPT, "ddd"]
+
+    base = {"run_id": "r1", "config": {"seed": 0}, "git_commit": "bbb"}
+    resumed = result_row({**base, "attempt_commits": ["aaa", "bbb"]})
+    assert json.loads(resumed["attempt_commits"]) == ["aaa", "bbb"]
+    assert "attempt_commits" not in result_row({**base, "attempt_commits": ["bbb"]})
+    text = "\n".join(provenance_lines([resumed]))
+    assert "- `bbb`\n" in text and "- `aaa` (an earlier attempt of a resumed run)" in text

@@ -121,6 +121,8 @@ def main(args) -> int:
         print("noise detection: " + ", ".join(f"{k}={d[k]:.4f}" for k in keys if isinstance(d[k], (int, float))))
     if result.resumed_from:
         print("resumed: " + describe_resumed(result.resumed_from))
+        if len(set(result.attempt_commits)) > 1:
+            print("trained by commits (oldest first): " + ", ".join(result.attempt_commits))
     print("protocol:\n" + protocol_lines(result.protocol))
     print(f"\nrun directory: {runs_dir / result.run_id}")
     return 0
