@@ -519,9 +519,9 @@ def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = F
         if result_file.exists() and not force:  # finished by another process since the check above
             return RunResult(**json.loads(result_file.read_text()))
         resume = _prepare_run_directory(out_dir, resume)
-        record_attempt(out_dir, commit, resume)
+        commits = record_attempt(out_dir, commit, resume)
         try:
-            return _execute_unlocked(cfg, rid, out_dir, runs_root, commit, resume)
+            return _execute_unlocked(cfg, rid, out_dir, runs_root, commit, commits, resume)
         except Exception as exc:  # KeyboardInterrupt is no failure: the run stays resumable
             write_failure(out_dir / FAILURE_FILE, rid, exc, commit)
             raise
@@ -564,12 +564,6 @@ def record_attempt(out_dir: Path, commit: str, resume: bool) -> list[str]:
     tmp.write_text(json.dumps(attempts, indent=2))
     tmp.replace(path)
     return [a["git_commit"] for a in attempts]
-
-
-def attempt_commits(out_dir: Path) -> list[str]:
-    """The commits of ``out_dir``'s attempts so far (:func:`record_attempt`), oldest first."""
-    path = out_dir / ATTEMPTS_FILE
-    return [a["git_commit"] for a in json.loads(path.read_text())] if path.exists() else []
 
 
 def write_failure(path: Path, rid: str, exc: BaseException, commit: str | None) -> None:
@@ -621,7 +615,7 @@ def native_phase(cfg: DictConfig, split: SplitData, denoiser: Denoiser, out_dir:
 
 
 def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path, commit: str | None,
-                      resume: bool = False) -> RunResult:
+                      attempt_commits: list[str], resume: bool = False) -> RunResult:
     from benchmark.data.build import build_split_data
     from benchmark.detection import detection_from_denoised, popularity_buckets
     from benchmark.export import save_denoised
@@ -720,7 +714,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
         epochs=len(recorder.epoch_seconds),
         git_commit=commit,
         resumed_from={k: v for k, v in resumed_from.items() if v} if resume else {},
-        attempt_commits=attempt_commits(out_dir),
+        attempt_commits=attempt_commits,
         native=native_fit,
         text_encoders=resources.text_encoder_ids(),
     )
