@@ -108,6 +108,16 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
     return out
 
 
+def _count(n: int, noun: str) -> str:
+    """``n`` with ``noun`` in the number it takes: "1 denoiser", "3 denoisers"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _verb(n: int) -> str:
+    """The form of "to be" that agrees with a count of ``n``."""
+    return "is" if n == 1 else "are"
+
+
 def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdict]) -> str:
     metric = _metric(section)
     base = baseline_of(rows[0].variant, section)
@@ -120,7 +130,9 @@ def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdi
     head = (f"- **{section.dataset}, {title}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
             f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}{cap_text}): ")
     if wins:
-        verdict = f"{len(wins)} of {len(rows)} denoisers are significantly better."
+        verdict = f"{len(wins)} of {_count(len(rows), 'denoiser')} {_verb(len(wins))} significantly better."
+    elif len(rows) == 1:
+        verdict = "the one denoiser is not significantly better."
     else:
         verdict = f"none of {len(rows)} denoisers is significantly better."
     parts = [head + verdict]
@@ -178,9 +190,10 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
     if not lines:
         return []
     total = sum(counts.values())
-    summary = (f"Of {total} denoiser rows beside a plain backbone, {counts['better']} are significantly better "
-               f"on test NDCG@10, {counts['worse']} significantly worse and {counts['neither']} not distinguishable "
-               f"from the plain backbone; {counts['untested']} have too few shared seeds for a test.")
+    summary = (f"Of {_count(total, 'denoiser row')} beside a plain backbone, {counts['better']} "
+               f"{_verb(counts['better'])} significantly better on test NDCG@10, {counts['worse']} significantly "
+               f"worse and {counts['neither']} not distinguishable from the plain backbone; {counts['untested']} "
+               f"{'has' if counts['untested'] == 1 else 'have'} too few shared seeds for a test.")
     intro = ("Generated from the tables (preset `benchmark`; where a denoiser ran with several settings, the one "
              "chosen on validation): the relative change of test NDCG@10 against the backbone's plain row, a paired "
              f"t-test over the shared seeds (p < {SIGNIFICANCE}, else n.s.), the mode when it is not joint "

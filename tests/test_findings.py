@@ -23,8 +23,16 @@ def test_a_significant_gain_is_named_with_its_size_p_value_and_epoch_cost(tmp_pa
     text = _findings(tmp_path)
     (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
     # hsd - none = [0.03, 0.04, 0.02] over 0.11: +27.3%, paired t-test p = 0.035; epochs 2.6 s vs 2.1 s
-    assert "1 of 2 denoisers are significantly better" in line
+    assert "1 of 2 denoisers is significantly better" in line
     assert "hsd +27.3% (p = 0.035; epoch ×1.24)" in line
+
+
+def test_verdict_wording_agrees_with_the_counts(tmp_path):
+    text = _findings(tmp_path)
+    lines = {ln.split("**")[1]: ln for ln in text.splitlines() if ln.startswith("- **")}
+    assert "1 of 1 denoiser is significantly better." in lines["ml-100k, replace α=0.1: gru4rec"]
+    assert "the one denoiser is not significantly better." in lines["ml-100k, clean: sasrec"]
+    assert not re.search(r"\b1 of \d+ denoisers? are\b", text)
 
 
 def test_only_the_setting_chosen_on_validation_speaks_for_a_denoiser(tmp_path):
