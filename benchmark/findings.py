@@ -64,17 +64,27 @@ class Verdict:
         return label
 
 
+def _count(n: int, noun: str) -> str:
+    """``n`` with ``noun`` in the number it takes: "1 denoiser", "3 denoisers"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _verb(n: int) -> str:
+    """The form of "to be" that agrees with a count of ``n``."""
+    return "is" if n == 1 else "are"
+
+
 def _evidence(stat: Stat, unit: str) -> str:
     """``p = 0.003`` when the paired t-test is significant, ``n.s.`` when not, ``1 seed, untested``
     when too few seeds are shared for a test."""
     if stat.p is None:
-        return f"{stat.n} {unit}{'s' if stat.n != 1 else ''}, untested"
+        return f"{_count(stat.n, unit)}, untested"
     return f"p = {stat.p:.3f}" if stat.p < SIGNIFICANCE else "n.s."
 
 
 def _cap_note(variant: Variant) -> list[str]:
     capped, n = len(variant.capped_seeds()), len(variant.runs)
-    return [f"{capped} of {n} seed{'s' if n != 1 else ''} hit the epoch cap"] if capped else []
+    return [f"{capped} of {_count(n, 'seed')} hit the epoch cap"] if capped else []
 
 
 def _metric(section: Section) -> str:
@@ -108,16 +118,6 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
     return out
 
 
-def _count(n: int, noun: str) -> str:
-    """``n`` with ``noun`` in the number it takes: "1 denoiser", "3 denoisers"."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def _verb(n: int) -> str:
-    """The form of "to be" that agrees with a count of ``n``."""
-    return "is" if n == 1 else "are"
-
-
 def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdict]) -> str:
     metric = _metric(section)
     base = baseline_of(rows[0].variant, section)
@@ -128,7 +128,7 @@ def _backbone_line(section: Section, title: str, backbone: str, rows: list[Verdi
     cap = _cap_note(base)
     cap_text = f"; {cap[0]}, so it may be undertrained" if cap else ""
     head = (f"- **{section.dataset}, {title}: {backbone}** (plain {metric.upper()} {plain:.4f}, "
-            f"{len(base.runs)} seed{'s' if len(base.runs) != 1 else ''}{cap_text}): ")
+            f"{_count(len(base.runs), 'seed')}{cap_text}): ")
     if wins:
         verdict = f"{len(wins)} of {_count(len(rows), 'denoiser')} {_verb(len(wins))} significantly better."
     elif len(rows) == 1:
