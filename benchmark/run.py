@@ -2,7 +2,8 @@
 
 ``execute(cfg)`` is what ``bench run`` and every grid cell call. A run writes
 ``<runs_dir>/<run_id>/``: ``config.yaml`` (resolved), ``result.json`` (metrics, protocol,
-timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output,
+timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output (``csv/``; ``csv-2/`` ... for
+the epochs of resumed attempts),
 the W&B offline run, and for methods that export, ``denoised/`` (see ``benchmark.export``).
 
 Checkpoints live in ``checkpoints/<backbone>/``: ``best.ckpt`` (tested) and, while the run is
@@ -267,12 +268,23 @@ def protocol_of(cfg: DictConfig, split: SplitData, backbone_cls, mode: str, deno
     }
 
 
+def _csv_log_version(out_dir: Path) -> str:
+    """The CSV logger's directory name: ``csv`` for a run's first attempt; a resumed attempt
+    writes ``csv-2``, ``csv-3``, ... beside the earlier ones (Lightning's CSVLogger would empty
+    an existing directory, losing the epochs logged before the interruption)."""
+    version, attempt = "csv", 1
+    while (out_dir / version).is_dir() and any((out_dir / version).iterdir()):
+        attempt += 1
+        version = f"csv-{attempt}"
+    return version
+
+
 def _make_loggers(cfg: DictConfig, out_dir: Path, rid: str) -> list:
     from pytorch_lightning.loggers import CSVLogger
 
     loggers: list = []
     if cfg.logging.csv:
-        loggers.append(CSVLogger(str(out_dir), name="", version="csv"))
+        loggers.append(CSVLogger(str(out_dir), name="", version=_csv_log_version(out_dir)))
     mode = cfg.logging.wandb
     if mode != "disabled":
         from pytorch_lightning.loggers import WandbLogger

@@ -73,6 +73,13 @@ def test_interrupted_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path
         assert b[key] == a[key], key
     assert len(b["denoiser_report"]["train_removed_per_epoch"]) == 4
     assert not list(run_dir.glob("checkpoints/*/last.ckpt"))  # finished: nothing left to resume
+    # each attempt's CSV log stays: the first holds epochs 0-1, the resumed one epochs 2-3 and the test
+    logged = {}
+    for name in ("csv", "csv-2"):
+        rows = (run_dir / name / "metrics.csv").read_text().splitlines()
+        column = rows[0].split(",").index("epoch")
+        logged[name] = {int(float(row.split(",")[column])) for row in rows[1:]}
+    assert logged["csv"] == {0, 1} and min(logged["csv-2"]) == 2 and 3 in logged["csv-2"]
 
 
 def test_run_stopped_by_early_stopping_and_killed_while_testing_resumes_without_training_more(tmp_path, monkeypatch, capsys):
