@@ -2,9 +2,9 @@
 
 ``execute(cfg)`` is what ``bench run`` and every grid cell call. A run writes
 ``<runs_dir>/<run_id>/``: ``config.yaml`` (resolved), ``result.json`` (metrics, protocol,
-timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output (``csv/``; ``csv-2/`` ... for
-the epochs of resumed attempts),
-the W&B offline run, and for methods that export, ``denoised/`` (see ``benchmark.export``).
+timings, versions, commit), ``curve.csv`` (per-epoch validation metrics), CSV logger output
+(``csv/``; ``csv-2/``, ... for the epochs of resumed attempts), the W&B offline run, and for
+methods that export, ``denoised/`` (see ``benchmark.export``).
 
 Checkpoints live in ``checkpoints/<backbone>/``: ``best.ckpt`` (tested) and, while the run is
 unfinished, ``last.ckpt`` (written after every training epoch; removed once ``result.json``

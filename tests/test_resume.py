@@ -2,6 +2,7 @@
 start without it, and a non-finite loss (failure record, exit code, grid store row)."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -25,6 +26,12 @@ TINY = ["dataset.synthetic.n_users=40", "dataset.synthetic.n_items=30", "dataset
 def bench_run(runs: Path, backbone: str, denoiser: str, *options: str) -> int:
     return cli.main(["run", "--backbone", backbone, "--denoiser", denoiser, "--dataset", "synthetic",
                      "--profile", "smoke", "--runs-dir", str(runs), *TINY, *options])
+
+
+def logged_epochs(metrics_csv: Path) -> set[int]:
+    """The epochs that rows of a Lightning CSV logger's ``metrics.csv`` name."""
+    with metrics_csv.open(newline="") as f:
+        return {int(float(row["epoch"])) for row in csv.DictReader(f)}
 
 
 def result_of(runs: Path) -> dict:
@@ -74,12 +81,8 @@ def test_interrupted_run_resumes_to_the_metrics_of_an_uninterrupted_run(tmp_path
     assert len(b["denoiser_report"]["train_removed_per_epoch"]) == 4
     assert not list(run_dir.glob("checkpoints/*/last.ckpt"))  # finished: nothing left to resume
     # each attempt's CSV log stays: the first holds epochs 0-1, the resumed one epochs 2-3 and the test
-    logged = {}
-    for name in ("csv", "csv-2"):
-        rows = (run_dir / name / "metrics.csv").read_text().splitlines()
-        column = rows[0].split(",").index("epoch")
-        logged[name] = {int(float(row.split(",")[column])) for row in rows[1:]}
-    assert logged["csv"] == {0, 1} and min(logged["csv-2"]) == 2 and 3 in logged["csv-2"]
+    first, resumed = (logged_epochs(run_dir / name / "metrics.csv") for name in ("csv", "csv-2"))
+    assert first == {0, 1} and min(resumed) == 2 and 3 in resumed
 
 
 def test_run_stopped_by_early_stopping_and_killed_while_testing_resumes_without_training_more(tmp_path, monkeypatch, capsys):
