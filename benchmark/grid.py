@@ -20,6 +20,8 @@ A grid file (``configs/grids/<name>.yaml``) is plain YAML::
     backbone_overrides:          # optional: key=value applied to one backbone's cells only
       bert4rec: [train.patience=20]         # (e.g. a training schedule a backbone needs)
     seeds: [0, 1, 2]
+    tune_seeds: [0]              # optional: every denoiser_params setting runs at these seeds, the
+                                 # other seeds only the setting chosen on validation (benchmark.tuning)
     include:                     # optional: extra (backbone, denoiser) pairs, crossed with
       - {backbone: dcrec, denoiser: none}   # datasets × noise × seeds unless they name them;
       - {backbone: fmlp, denoiser: none, overrides: [train.prefix_epoch_share=0.1]}  # (own key=value)
@@ -46,7 +48,8 @@ from benchmark.config import ConfigError, compose, run_id
 from benchmark.protocols import protocol_names
 
 _TOP_KEYS = {"name", "description", "profile", "protocol", "overrides", "datasets", "noise", "backbones", "denoisers",
-             "denoiser_params", "denoiser_overrides", "backbone_overrides", "seeds", "include", "exclude"}
+             "denoiser_params", "denoiser_overrides", "backbone_overrides", "seeds", "tune_seeds", "include",
+             "exclude"}
 _NOISE_KEYS = {"kind", "alpha", "protect_valid", "keep", "delete", "insert", "seed"}
 _NOISE_KINDS = {"none", "replace", "steam", "target_flip"}
 _MATCH_KEYS = {"dataset", "noise", "backbone", "denoiser", "seed"}
@@ -77,6 +80,7 @@ class GridSpec:
     include: list[dict] = field(default_factory=list)
     exclude: list[dict] = field(default_factory=list)
     description: str = ""
+    tune_seeds: list[int] = field(default_factory=list)  # benchmark.tuning: empty = run every setting at every seed
 
 
 @dataclass
@@ -95,6 +99,7 @@ class Cell:
     overrides: list[str]
     own: tuple[str, ...] = ()  # the backbone's, denoiser's and include entry's own overrides, shown in the label
     setting: tuple[str, ...] = ()  # the resolved config's values at _SETTING_KEYS (expand fills it)
+    monitor: str = "valid/ndcg@10"  # the resolved train.monitor: the metric a tuning choice compares
 
     def compose(self):
         """The cell's resolved run config (``DictConfig``)."""
@@ -244,6 +249,15 @@ def load_grid(path: str | Path) -> GridSpec:
     seeds = raw.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
         raise _err(spath, "seeds", f"expected a non-empty list of integers, got {seeds!r}")
+    tune_seeds = raw.get("tune_seeds")
+    tune_seeds = [] if tune_seeds is None else tune_seeds
+    if not isinstance(tune_seeds, list) or not all(isinstance(s, int) and not isinstance(s, bool) for s in tune_seeds):
+        raise _err(spath, "tune_seeds", f"expected a list of integers from seeds, got {tune_seeds!r}")
+    if set(tune_seeds) - set(seeds):
+        raise _err(spath, "tune_seeds", f"{sorted(set(tune_seeds) - set(seeds))} not in seeds {seeds}")
+    if tune_seeds and set(tune_seeds) == set(seeds):
+        raise _err(spath, "tune_seeds", "names every seed, so no seed is left to run only the chosen setting; "
+                                        "leave some seeds out, or drop the key")
 
     params = _per_name(raw, "denoiser_params", spath, "{key: [values]}")
     for den, table in params.items():
@@ -297,7 +311,8 @@ def load_grid(path: str | Path) -> GridSpec:
                     seeds=list(dict.fromkeys(seeds)), profile=profile, overrides=list(overrides),
                     denoiser_params={k: dict(v) for k, v in params.items()},
                     denoiser_overrides=den_overrides, backbone_overrides=bb_overrides, include=blocks["include"],
-                    exclude=blocks["exclude"], description=str(raw.get("description", "")))
+                    exclude=blocks["exclude"], description=str(raw.get("description", "")),
+                    tune_seeds=list(dict.fromkeys(tune_seeds)))
 
 
 def _param_grid(spec: GridSpec, denoiser: str) -> list[dict]:
@@ -361,6 +376,7 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                 try:
                     cfg = cell.compose()
                     cell.run_id, cell.setting = run_id(cfg), run_setting(cfg)
+                    cell.monitor = str(cfg.train.monitor)
                 except ConfigError as exc:
                     raise ConfigError(f"{spec.path}: cell '{cell.label}': {exc}") from exc
                 if cell.run_id in seen:

@@ -82,8 +82,11 @@ def _fake_result(cfg, rid, force=False):
         except KeyboardInterrupt:
             raise AttributeError("'NoneType' object has no attribute '_invalidate_flags_cache'") from None
     value = 0.1 + 0.01 * int(cfg.seed)
-    return {"run_id": rid, "config": to_dict(cfg), "protocol": {"split": "loo"}, "valid": {"ndcg@10": value},
-            "test": {"hr@10": 2 * value, "ndcg@10": value}, "test_optimistic": {}, "curve": [],
+    # FAKE_BEST=key=value: that denoiser setting is best on validation and worst on test
+    key, _, wanted = os.environ.get("FAKE_BEST", "").partition("=")
+    shift = 0.05 if key and str(cfg.denoiser.get(key)) == wanted else 0.0
+    return {"run_id": rid, "config": to_dict(cfg), "protocol": {"split": "loo"}, "valid": {"ndcg@10": value + shift},
+            "test": {"hr@10": 2 * value, "ndcg@10": value - shift}, "test_optimistic": {}, "curve": [],
             "timings": {"fit_seconds": 1.0}, "detection": None, "mode": "plain", "epochs": 1, "best_epoch": 0,
             "versions": {"python": "3"}, "git_commit": "abc", "status": "ok"}
 
@@ -208,6 +211,10 @@ def test_include_overrides_apply_only_to_the_included_cells(tmp_path):
      "include: [{backbone: caser, denoiser: none, overrides: train.lr}]\n", "include[0].overrides"),
     ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0]\n"
      "exclude: [{backbone: caser, overrides: [train.lr=0.1]}]\n", "exclude[0]"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0, 1]\ntune_seeds: [2]\n", "tune_seeds"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0, 1]\ntune_seeds: [1, 0]\n",
+     "tune_seeds"),
+    ("datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [none]\nseeds: [0, 1]\ntune_seeds: 0\n", "tune_seeds"),
 ])
 def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):
     path = write_grid(tmp_path / "bad.yaml", text)

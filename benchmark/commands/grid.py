@@ -23,6 +23,21 @@ def stale_text_line(grid: str, n: int, redo: bool) -> str:
             f"cache; {what}")
 
 
+def tuning_lines(grid: str, state, held: dict[str, str]) -> list[str]:
+    """The dry run's and each round's account of the grid's validation choices (``tune_seeds``);
+    ``held``: run id -> ``waiting`` | ``passed`` for the cells the choices hold back."""
+    lines = [f"tuning: {choice.describe()}" for choice in state.choices]
+    passed, waiting = (sum(why == kind for why in held.values()) for kind in ("passed", "waiting"))
+    if passed:
+        lines.append(f"grid {grid}: {passed} cells not run: settings validation did not choose "
+                     "(their tuning seeds ran)")
+    if waiting:
+        lines.append(f"grid {grid}: {waiting} cells wait for a validation choice: their group's "
+                     "tuning cells have not all finished (a failed tuning cell holds its group until a rerun "
+                     "finishes it)")
+    return lines
+
+
 def register(sub) -> None:
     p = sub.add_parser("grid", help="run a grid of configurations (resumable; local processes or Ray)",
                        description="Expand configs/grids/NAME.yaml into cells and run the ones missing from the "
@@ -77,6 +92,7 @@ def main(args) -> int:
     from benchmark.cli import UserError
     from benchmark.grid import estimate_seconds, expand, format_duration, load_grid, plan, run_grid, select
     from benchmark.store import ResultStore
+    from benchmark.tuning import resolve_tuning, stored_outcomes
 
     if args.workers < 1:
         raise UserError(f"--workers {args.workers}: expected >= 1")
@@ -91,35 +107,56 @@ def main(args) -> int:
     try:
         # logging keys are not part of run ids, so silencing the cells' bars keeps every cell's id
         quiet = ["logging.progress=false", "logging.epoch_lines=true"] if args.no_progress else []
-        cells = select(expand(spec, list(args.overrides) + quiet), args.only)
+        every = expand(spec, list(args.overrides) + quiet)
+        cells = select(every, args.only)
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     store = ResultStore(args.store)
+
+    def tuned():
+        """The validation choices the store allows now, made over every cell (--only may leave out a
+        group's tuning seeds, whose results still decide); the selected cells they keep; and the
+        selected cells they hold back (``run id -> "waiting" | "passed"``). A finished cell is
+        never held: its row stands whatever the choice."""
+        outcomes = stored_outcomes(store, every) if spec.tune_seeds else {}
+        state = resolve_tuning(every, spec.tune_seeds, outcomes)
+        finished = {rid for rid, row in outcomes.items() if row["status"] == "ok"}
+        held = {**{c.run_id: "waiting" for c in state.waiting}, **{c.run_id: "passed" for c in state.passed_over}}
+        held = {rid: why for rid, why in held.items() if rid not in finished and rid in {c.run_id for c in cells}}
+        return state, [c for c in cells if c.run_id not in held], held
+
     remote = args.launcher == "ray" and args.ray_address
     runs_dir = args.runs_dir if remote else str(Path(args.runs_dir).resolve())  # workers may have another cwd
     if args.dry_run:
         from benchmark.run import checkpointed_epochs  # reads checkpoints: torch, only for the listing
 
+        state, runnable, held = tuned()
         stale = store.stale_text_ids() & {c.run_id for c in cells}
-        p = plan(cells, store.statuses(), args.skip_failed, runs_dir, stale if args.redo_stale_text else set())
+        p = plan(runnable, store.statuses(), args.skip_failed, runs_dir, stale if args.redo_stale_text else set())
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
                   **{c.run_id: "stale" for c in p.done if c.run_id in stale},
-                  **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running}}
+                  **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running},
+                  **held}
         expected = estimate_seconds(p.todo, store.frame("ok"))
         for c in cells:
             guess = ""
             if c.run_id in expected:
                 estimate = expected[c.run_id]
                 guess = f"  ~{format_duration(estimate.seconds)}{' (scaled)' if estimate.scaled else ''}"
-            if c.run_id not in status:  # an interrupted cell continues from its checkpoint
+            if c.run_id in held:
+                guess = ""
+            elif c.run_id not in status:  # an interrupted cell continues from its checkpoint
                 done = checkpointed_epochs(Path(runs_dir) / c.run_id)
                 guess += "".join(f"  (resumes {name} after {n} epochs)" for name, n in done.items())
             print(f"{c.index:4d}  {c.run_id}  {status.get(c.run_id, 'todo'):7s}  {c.label}{guess}")
-        print(f"\ngrid {spec.name}: {len(cells)} cells; {len(p.done)} done, {len(p.running)} running in another "
+        held_part = f"{len(held)} held by tuning, " if spec.tune_seeds else ""
+        print(f"\ngrid {spec.name}: {len(cells)} cells; {held_part}{len(p.done)} done, {len(p.running)} running in another "
               f"process, {len(p.failed)} failed ({'skipped' if args.skip_failed else 'will retry'}), "
               f"{len(p.todo)} to run; store {args.store}")
         if p.not_applicable:
             print(not_applicable_line(spec.name, len(p.not_applicable)))
+        for line in tuning_lines(spec.name, state, held):
+            print(line)
         if stale:
             print(stale_text_line(spec.name, len(stale), args.redo_stale_text))
         if p.todo and not expected:
@@ -135,26 +172,48 @@ def main(args) -> int:
                   f"neither)")
         return 0
     grid_file = display_path(args.grid)
-    summary = run_grid(
-        cells, args.store, runs_dir, grid_name=spec.name, grid_file=grid_file,
-        command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
-        workers=args.workers, ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
-        gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
-        torch_threads=args.threads, redo_stale_text=args.redo_stale_text,
-    )
-    print(f"grid {spec.name}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed, "
+    state, runnable, held = tuned()
+    attempted: set[str] = set()
+    failed = False
+    while True:  # with tune_seeds: again for the other seeds of every group whose choice the last round made
+        batch = [c for c in runnable if c.run_id not in attempted]
+        attempted |= {c.run_id for c in batch}
+        summary = run_grid(
+            batch, args.store, runs_dir, grid_name=spec.name, grid_file=grid_file,
+            command=command_line(grid_file, list(args.overrides), args.store), launcher=args.launcher,
+            workers=args.workers, ray_address=args.ray_address, cpus_per_cell=args.cpus_per_cell,
+            gpus_per_cell=args.gpus_per_cell, skip_failed=args.skip_failed, progress=not args.no_progress,
+            torch_threads=args.threads, redo_stale_text=args.redo_stale_text,
+        )
+        report(spec.name, summary, args.store)
+        failed = failed or bool(summary.failed)
+        if summary.interrupted:
+            return 130
+        if not spec.tune_seeds:
+            break
+        state, runnable, held = tuned()
+        for line in tuning_lines(spec.name, state, held):
+            print(line)
+        unlocked = [c for c in runnable if c.run_id not in attempted]
+        if not unlocked:
+            break
+        print(f"grid {spec.name}: {len(unlocked)} cells of the settings chosen on validation follow")
+    return 1 if failed else 0
+
+
+def report(grid: str, summary, store: str) -> None:
+    """What one ``run_grid`` call ran and skipped."""
+    print(f"grid {grid}: ran {len(summary.ran)} cells ({len(summary.ok)} ok, {len(summary.failed)} failed, "
           f"{len(summary.not_applicable)} not applicable); skipped {summary.skipped_done} done, "
-          f"{summary.skipped_failed} failed, {len(summary.busy)} running in another process; store {args.store}")
+          f"{summary.skipped_failed} failed, {len(summary.busy)} running in another process; store {store}")
     if summary.skipped_not_applicable:
-        print(not_applicable_line(spec.name, summary.skipped_not_applicable))
+        print(not_applicable_line(grid, summary.skipped_not_applicable))
     if summary.stored_elsewhere:
-        print(f"grid {spec.name}: {len(summary.stored_elsewhere)} cells were finished and stored by another "
+        print(f"grid {grid}: {len(summary.stored_elsewhere)} cells were finished and stored by another "
               f"process while this one ran ({','.join(summary.stored_elsewhere)})")
     print("ran: " + ",".join(summary.ran))
     if summary.busy:
-        print(f"grid {spec.name}: {len(summary.busy)} cells were left to the processes running them "
+        print(f"grid {grid}: {len(summary.busy)} cells were left to the processes running them "
               f"({','.join(summary.busy)}); they store their own results")
     if summary.interrupted:
-        print(f"grid {spec.name}: interrupted; finished cells are stored, run the same command to resume")
-        return 130
-    return 1 if summary.failed else 0
+        print(f"grid {grid}: interrupted; finished cells are stored, run the same command to resume")
