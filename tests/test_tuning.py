@@ -65,6 +65,7 @@ def test_dry_run_shows_other_seeds_waiting_then_passed_over_after_the_tuning_see
     waiting = [rid for rid, c in cells.items() if c.denoiser != "none" and c.seed > 0]
     assert all(f"{rid}  waiting" in out for rid in waiting) and "6 held by tuning" in out
     assert "6 cells wait for a validation choice" in out
+    assert "after the validation choices: at most 2 more cells to run (6 waiting cells without an estimate)" in out
 
     assert _cli(tuned_grid, tmp_path, "--only", "seed=0") == 0  # the tuning stage alone
     assert {cells[rid].seed for rid in fake_env()} == {0}

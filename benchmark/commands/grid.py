@@ -38,6 +38,28 @@ def tuning_lines(grid: str, state, held: dict[str, str]) -> list[str]:
     return lines
 
 
+def waiting_estimate_line(waiting, frame) -> str:
+    """What the validation choices may add: per tuning group, the waiting cells of one setting
+    (the largest such share and its expected time where the store can tell; none when the choice
+    falls on a setting whose cells already finished)."""
+    from benchmark.grid import estimate_seconds, format_duration
+    from benchmark.tuning import group_key, params_key
+
+    expected = estimate_seconds(waiting, frame)
+    cells: dict[tuple, dict[str, int]] = {}
+    seconds: dict[tuple, dict[str, float]] = {}
+    for c in waiting:
+        group, setting = group_key(c), params_key(c.params)
+        cells.setdefault(group, {}).setdefault(setting, 0)
+        cells[group][setting] += 1
+        seconds.setdefault(group, {}).setdefault(setting, 0.0)
+        seconds[group][setting] += expected[c.run_id].seconds if c.run_id in expected else 0.0
+    most = sum(max(n.values()) for n in cells.values())
+    time = f", ~{format_duration(sum(max(t.values()) for t in seconds.values()))} one worker" if expected else ""
+    unknown = f" ({len(waiting) - len(expected)} waiting cells without an estimate)" if len(expected) < len(waiting) else ""
+    return f"after the validation choices: at most {most} more cells to run{time}{unknown}"
+
+
 def register(sub) -> None:
     p = sub.add_parser("grid", help="run a grid of configurations (resumable; local processes or Ray)",
                        description="Expand configs/grids/NAME.yaml into cells and run the ones missing from the "
@@ -170,6 +192,9 @@ def main(args) -> int:
                   f"dataset, backbone, denoiser, protocol and training instances; {scaled} scaled: the matching plain "
                   f"runs' time times the denoiser's cost ratio where both ran; {len(p.todo) - len(expected)} with "
                   f"neither)")
+        waiting = [c for c in cells if held.get(c.run_id) == "waiting"]
+        if waiting:
+            print(waiting_estimate_line(waiting, store.frame("ok")))
         return 0
     grid_file = display_path(args.grid)
     state, runnable, held = tuned()
