@@ -144,7 +144,8 @@ def main(args) -> int:
         state = resolve_tuning(every, spec.tune_seeds, outcomes)
         finished = {rid for rid, row in outcomes.items() if row["status"] == "ok"}
         held = {**{c.run_id: "waiting" for c in state.waiting}, **{c.run_id: "passed" for c in state.passed_over}}
-        held = {rid: why for rid, why in held.items() if rid not in finished and rid in {c.run_id for c in cells}}
+        selected = {c.run_id for c in cells}
+        held = {rid: why for rid, why in held.items() if rid not in finished and rid in selected}
         return state, [c for c in cells if c.run_id not in held], held
 
     remote = args.launcher == "ray" and args.ray_address
