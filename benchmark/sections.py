@@ -21,7 +21,7 @@ import numpy as np
 from scipy.stats import ttest_rel
 
 from benchmark.config import fill_added_keys
-from benchmark.store import flatten, is_stale_text_row, text_vector_denoisers
+from benchmark.store import flatten, is_stale_text_row, text_vector_denoisers, monitor_column as store_monitor_column
 
 SIGNIFICANCE = 0.05
 SETTING_PREFIXES = ("dataset.",)
@@ -307,8 +307,7 @@ def metric_stat(variant: Variant, column: str, base: Variant | None) -> Stat:
 def monitor_column(section: Section) -> str:
     """Store column of the validation metric the section's runs early-stopped on, e.g.
     ``train.monitor = "valid/ndcg@10"`` -> ``"valid_ndcg@10"``."""
-    stage, _, metric = str(section.setting.get("train.monitor") or "valid/ndcg@10").partition("/")
-    return f"{stage}_{metric}"
+    return store_monitor_column(str(section.setting.get("train.monitor") or "valid/ndcg@10"))
 
 
 @dataclass

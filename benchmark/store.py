@@ -33,6 +33,12 @@ STATUS_FAILED = "failed"
 STATUS_NOT_APPLICABLE = "not_applicable"  # the combination cannot run by design (NotApplicableError)
 
 
+def monitor_column(monitor: str) -> str:
+    """Store column of a ``train.monitor`` value: ``valid/ndcg@10`` -> ``valid_ndcg@10``."""
+    stage, _, metric = monitor.partition("/")
+    return f"{stage}_{metric}"
+
+
 def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     """Nested dict -> flat dict with dotted keys. Lists and empty dicts become JSON strings so
     every column is a scalar."""

@@ -33,12 +33,6 @@ def params_key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True)
 
 
-def monitor_column(monitor: str) -> str:
-    """Store column of a ``train.monitor`` value: ``valid/ndcg@10`` -> ``valid_ndcg@10``."""
-    stage, _, metric = monitor.partition("/")
-    return f"{stage}_{metric}"
-
-
 @dataclass(frozen=True)
 class TuningChoice:
     """The setting a group's other seeds run: ``value`` is its mean of ``column`` over ``seeds``."""
@@ -103,7 +97,7 @@ def resolve_tuning(cells: list[Cell], tune_seeds: list[int], outcomes: dict[str,
 
 def _choose(members: list[Cell], settings: list[str], tune_seeds: list[int],
             outcomes: dict[str, dict[str, Any]]) -> TuningChoice | None:
-    from benchmark.store import STATUS_NOT_APPLICABLE, STATUS_OK
+    from benchmark.store import STATUS_NOT_APPLICABLE, STATUS_OK, monitor_column
 
     tuning = [c for c in members if c.seed in tune_seeds]
     seeds = tuple(sorted({c.seed for c in tuning}))
@@ -130,6 +124,8 @@ def _choose(members: list[Cell], settings: list[str], tune_seeds: list[int],
 def stored_outcomes(store: ResultStore, cells: list[Cell]) -> dict[str, dict[str, Any]]:
     """run id -> ``status`` and monitored validation columns of the stored rows of ``cells``."""
     import polars as pl
+
+    from benchmark.store import monitor_column
 
     ids = [c.run_id for c in cells]
     frame = store.frame()

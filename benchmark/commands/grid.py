@@ -46,16 +46,14 @@ def waiting_estimate_line(waiting, frame) -> str:
     from benchmark.tuning import group_key, params_key
 
     expected = estimate_seconds(waiting, frame)
-    cells: dict[tuple, dict[str, int]] = {}
-    seconds: dict[tuple, dict[str, float]] = {}
+    per_setting: dict[tuple, dict[str, tuple[int, float]]] = {}  # group -> setting -> (cells, seconds)
     for c in waiting:
-        group, setting = group_key(c), params_key(c.params)
-        cells.setdefault(group, {}).setdefault(setting, 0)
-        cells[group][setting] += 1
-        seconds.setdefault(group, {}).setdefault(setting, 0.0)
-        seconds[group][setting] += expected[c.run_id].seconds if c.run_id in expected else 0.0
-    most = sum(max(n.values()) for n in cells.values())
-    time = f", ~{format_duration(sum(max(t.values()) for t in seconds.values()))} one worker" if expected else ""
+        settings = per_setting.setdefault(group_key(c), {})
+        n, seconds = settings.get(params_key(c.params), (0, 0.0))
+        settings[params_key(c.params)] = (n + 1, seconds + (expected[c.run_id].seconds if c.run_id in expected else 0.0))
+    most = sum(max(n for n, _ in s.values()) for s in per_setting.values())
+    longest = sum(max(t for _, t in s.values()) for s in per_setting.values())
+    time = f", ~{format_duration(longest)} one worker" if expected else ""
     unknown = f" ({len(waiting) - len(expected)} waiting cells without an estimate)" if len(expected) < len(waiting) else ""
     return f"after the validation choices: at most {most} more cells to run{time}{unknown}"
 
@@ -160,7 +158,8 @@ def main(args) -> int:
                   **{c.run_id: "stale" for c in p.done if c.run_id in stale},
                   **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running},
                   **held}
-        expected = estimate_seconds(p.todo, store.frame("ok"))
+        ok_rows = store.frame("ok")
+        expected = estimate_seconds(p.todo, ok_rows)
         for c in cells:
             guess = ""
             if c.run_id in expected:
@@ -195,7 +194,7 @@ def main(args) -> int:
                   f"neither)")
         waiting = [c for c in cells if held.get(c.run_id) == "waiting"]
         if waiting:
-            print(waiting_estimate_line(waiting, store.frame("ok")))
+            print(waiting_estimate_line(waiting, ok_rows))
         return 0
     grid_file = display_path(args.grid)
     state, runnable, held = tuned()
