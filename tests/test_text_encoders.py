@@ -408,6 +408,26 @@ def test_llm2vec_encoder_id_follows_model_content_and_batching(tmp_path):
     assert ida != make_text_encoder("llm2vec", model=str(a), truncate="tail").encoder_id
 
 
+def test_llm2vec_encodes_on_cpu_with_the_thread_count_its_id_names(tiny_llama, monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        process = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, device="cpu")
+        one = make_text_encoder("llm2vec", model=tiny_llama, max_length=64, doc_max_length=16, device="cpu", threads=1)
+        assert process.encoder_id.endswith("|threads=2") and one.encoder_id.endswith("|threads=1")
+        l2v = one._load()
+        seen = []
+        real_encode = l2v.encode
+        monkeypatch.setattr(l2v, "encode", lambda *a, **k: (seen.append(torch.get_num_threads()), real_encode(*a, **k))[1])
+        vectors = one.encode(["red lipstick gloss set", "garden hose"])
+        assert seen == [1] and torch.get_num_threads() == 2  # pinned while encoding, restored after
+        assert vectors.shape[0] == 2 and np.isfinite(vectors).all()
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
@@ -417,6 +437,7 @@ def test_llm2vec_encoder_id_follows_model_content_and_batching(tmp_path):
         ({"model": "org/name", "pooling_mode": "max"}, "pooling_mode"),
         ({"model": "org/name", "dtype": "int8"}, "dtype"),
         ({"model": "org/name", "doc_max_length": 600}, "doc_max_length"),
+        ({"model": "org/name", "threads": -1}, "threads"),
         ({"model": "org/name", "no_such_key": 1}, "no_such_key"),
     ],
 )

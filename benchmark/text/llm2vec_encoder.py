@@ -31,6 +31,7 @@ import numpy as np
 from benchmark.config import ConfigError
 from benchmark.registry import TEXT_ENCODERS
 from benchmark.text.base import check_dtype, check_model_exists, is_blank, model_ref
+from benchmark.threads import torch_threads
 
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
 TRUNCATE_MODES = ("head", "tail")
@@ -47,6 +48,9 @@ class LLM2VecConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16 (weights and compute)
     device: str = "auto"  # auto (cuda if available) | cpu | cuda | cuda:N | mps
     batch_size: int = 8  # part of the id: padded batch-mates move a vector's last bits; 1 = exact per text
+    # torch intra-op threads while encoding on CPU (0 = the process's count when the encoder is
+    # built); CPU kernels split their sums by thread count, so the count is part of the id there
+    threads: int = 0
     instruction: str = ""  # prepended to every text, excluded from pooling
     bidirectional: bool = False
     normalize: bool = False  # L2-normalise outputs
@@ -103,6 +107,8 @@ class LLM2VecEncoder:
             )
         if cfg.batch_size < 1:
             raise ConfigError(f"{where}: batch_size must be >= 1, got {cfg.batch_size}")
+        if cfg.threads < 0:
+            raise ConfigError(f"{where}: threads must be >= 0 (0 = the process setting), got {cfg.threads}")
         instruction = hashlib.sha1(cfg.instruction.encode()).hexdigest()[:8] if cfg.instruction else "none"
         self.encoder_id = (
             f"llm2vec:{model_ref(cfg.model)}|adapter={model_ref(cfg.adapter) if cfg.adapter else 'none'}"
@@ -110,6 +116,9 @@ class LLM2VecEncoder:
             f"|doc_max_length={cfg.doc_max_length}|truncate={cfg.truncate}|dtype={cfg.dtype}"
             f"|instruction={instruction}|normalize={cfg.normalize}|batch_size={cfg.batch_size}"
         )
+        self.cpu_threads = self._cpu_threads()
+        if self.cpu_threads:
+            self.encoder_id += f"|threads={self.cpu_threads}"
         self._l2v = None
         self._dim: int | None = None
 
@@ -120,6 +129,14 @@ class LLM2VecEncoder:
         import torch
 
         return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def _cpu_threads(self) -> int:
+        """Threads to encode with on CPU (the configured count, else the process's); 0 off CPU."""
+        if not self.device.startswith("cpu"):
+            return 0
+        import torch
+
+        return self.config.threads or torch.get_num_threads()
 
     def _load(self):
         if self._l2v is not None:
@@ -184,9 +201,10 @@ class LLM2VecEncoder:
             return out
         kept = [texts[i] for i in keep]
         sentences = [[cfg.instruction, t] for t in kept] if cfg.instruction else kept
-        vectors = l2v.encode(
-            sentences, batch_size=cfg.batch_size, show_progress_bar=False, device=self.device
-        )  # float32 CPU tensor [len(kept), hidden]
+        with torch_threads(self.cpu_threads):
+            vectors = l2v.encode(
+                sentences, batch_size=cfg.batch_size, show_progress_bar=False, device=self.device
+            )  # float32 CPU tensor [len(kept), hidden]
         vectors = vectors.numpy()
         if cfg.normalize:
             vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
