@@ -11,6 +11,7 @@ Same sections ⇒ same bytes (Agg backend, no timestamp metadata).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmark.sections import Section, Variant, dump, mean_std, representative_variants, trained_instances
@@ -45,10 +46,19 @@ def _line_labels(variants: list[Variant]) -> dict[int, str]:
     return {id(v): v.denoiser if count[v.backbone, v.denoiser] == 1 else v.label for v in variants}
 
 
-def robustness_series(sections: list[Section], metric: str = "test_ndcg@10") -> tuple[str | None, dict[str, list]]:
-    """``(backbone, {line: [(noise ratio, mean metric), ...]})`` over the group of sections that
-    share every setting but the noise and cover the most noise ratios (at least two); the
-    backbone is SASRec when it has lines of two or more points, else the one with the most."""
+@dataclass(frozen=True)
+class CurvePoint:
+    """One point of a robustness line: the variant drawn at ``ratio`` and the section it is in."""
+
+    ratio: float
+    section: Section
+    variant: Variant
+
+
+def robustness_lines(sections: list[Section], metric: str = "test_ndcg@10") -> tuple[str | None, dict[str, list[CurvePoint]]]:
+    """``(backbone, {line: [CurvePoint, ...] by ratio})`` over the group of sections that share
+    every setting but the noise and cover the most noise ratios (at least two); the backbone is
+    SASRec when it has lines of two or more points, else the one with the most lines."""
     groups: dict[str, list[tuple[float, Section]]] = {}
     for s in sections:
         ratio = noise_ratio(s)
@@ -62,20 +72,19 @@ def robustness_series(sections: list[Section], metric: str = "test_ndcg@10") -> 
     # a line follows one denoiser of one backbone on one kind of training instances, through the
     # setting validation chose at each noise ratio (a plain control on HSD's instances is another
     # line); labels are given after one-point lines are dropped, so the plain row stays "none"
-    points: dict[tuple, list] = {}
+    points: dict[tuple, list[CurvePoint]] = {}
     seen: dict[tuple, Variant] = {}
     for ratio, s in sorted(group, key=lambda x: x[0]):
         variants = representative_variants(s)
         kinds = [(v.backbone, v.denoiser, trained_instances(v)) for v in variants]
         for v, kind in zip(variants, kinds):
-            value = _mean(v, metric)
-            if value is not None:
+            if _mean(v, metric) is not None:
                 key = kind if kinds.count(kind) == 1 else (*kind, dump(v.config))
-                points.setdefault(key, []).append((ratio, value))
+                points.setdefault(key, []).append(CurvePoint(ratio, s, v))
                 seen.setdefault(key, v)
     kept = {key: pts for key, pts in points.items() if len(pts) >= 2}
     labels = _line_labels([seen[key] for key in kept])
-    lines: dict[str, dict[str, list]] = {}
+    lines: dict[str, dict[str, list[CurvePoint]]] = {}
     for key, pts in kept.items():
         lines.setdefault(key[0], {})[labels[id(seen[key])]] = pts
     lines = {b: dict(sorted(series.items())) for b, series in lines.items()}
@@ -83,6 +92,12 @@ def robustness_series(sections: list[Section], metric: str = "test_ndcg@10") -> 
         return None, {}
     backbone = PREFERRED_BACKBONE if PREFERRED_BACKBONE in lines else max(sorted(lines), key=lambda b: len(lines[b]))
     return backbone, lines[backbone]
+
+
+def robustness_series(sections: list[Section], metric: str = "test_ndcg@10") -> tuple[str | None, dict[str, list]]:
+    """``(backbone, {line: [(noise ratio, mean metric), ...]})``: :func:`robustness_lines` as numbers."""
+    backbone, lines = robustness_lines(sections, metric)
+    return backbone, {label: [(p.ratio, _mean(p.variant, metric)) for p in pts] for label, pts in lines.items()}
 
 
 def _bucket_values(v: Variant, template: str) -> list[float] | None:

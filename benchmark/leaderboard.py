@@ -14,7 +14,7 @@ import io
 import json
 from pathlib import Path
 
-from benchmark.figures import write_figures
+from benchmark.figures import robustness_lines, write_figures
 from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
                                      PaperResult, results_for)
 from benchmark.findings import findings_lines
@@ -135,6 +135,29 @@ def render_selection(section: Section, stats: dict) -> list[str]:
         rows.append([c.chosen.backbone, c.chosen.denoiser, f"{len(c.candidates)} ({c.eligible})", _esc(c.chosen.label),
                      _f4(c.value), *(_cell(stats[i, m], None) for m in gains), *(_pct(stats[i, m].gain) for m in gains)])
     return _table(header, rows, ["---", "---", "---:", "---", "---:"] + ["---:"] * (2 * len(gains)))
+
+
+def render_robustness(sections: list[Section], metric: str = "ndcg@10") -> list[str]:
+    """The numbers behind the robustness figure: one row per line, one column per noise ratio,
+    each cell the test metric's mean ± std over seeds, † and the relative change against the
+    plain backbone at that ratio (as in the section's own table), and the seed count."""
+    _, lines = robustness_lines(sections, f"test_{metric}")
+    if not lines:
+        return []
+    ratios = sorted({p.ratio for pts in lines.values() for p in pts})
+    rows = []
+    for label, pts in lines.items():
+        at = {p.ratio: p for p in pts}
+        cells = []
+        for r in ratios:
+            if r not in at:
+                cells.append("—")
+                continue
+            stat = metric_stat(at[r].variant, f"test_{metric}", baseline_of(at[r].variant, at[r].section))
+            change = "" if stat.gain is None else f"{_pct(stat.gain)}, "
+            cells.append(f"{_cell(stat, None)} ({change}n={stat.n})")
+        rows.append([_esc(label), *cells])
+    return _table(["denoiser", *(f"{100 * r:g}% noise" for r in ratios)], rows, ["---"] + ["---:"] * len(ratios))
 
 
 def _bucket_count(section: Section) -> int:
@@ -423,6 +446,11 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         lines += ["## Figures", ""]
         for name, caption in figures:
             lines += [f"![{name}]({name})", "", _esc(caption), ""]
+            if name.endswith("-robustness.png"):
+                lines += _block("### Numbers behind the robustness figure",
+                                "Test NDCG@10 per line and injected replacement-noise ratio: mean ± std over seeds, "
+                                "† = paired t-test against the plain backbone at that ratio (p < 0.05), the relative "
+                                "change against it, and the number of seeds.", render_robustness(sections))
     lines += _block("## Not applicable",
                     "Cells that cannot run by design, with the reason the run gave (e.g. a method that needs item text "
                     "on a dataset without titles, or a loss the backbone cannot train). Grids record them once and do "

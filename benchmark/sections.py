@@ -228,7 +228,8 @@ def compared_with(backbone: str) -> str | None:
 def baseline_of(variant: Variant, section: Section) -> Variant | None:
     """The plain row ``variant`` is compared with: the backbone's ``none`` variant matching
     ``variant`` outside the denoiser section (else the only ``none`` variant of the backbone, else
-    the one whose ``train.train_instances`` setting is the variant's). A
+    the one whose ``train.train_instances`` setting is the variant's, else, when none has it, the
+    one on the default instances). A
     standalone model's own plain row is compared with the plain row of the backbone it modifies
     (``compared_with``, e.g. FMLP-Rec and DCRec with SASRec); other plain rows have none."""
     backbone, strip_prefixes = variant.backbone, ("denoiser.",)
@@ -247,7 +248,12 @@ def baseline_of(variant: Variant, section: Section) -> Variant | None:
     # one whose training instances were chosen the way the variant's were
     key = "train.train_instances"
     same = [v for v in nones if v.config.get(key, "auto") == variant.config.get(key, "auto")]
-    return same[0] if len(same) == 1 else None
+    if len(same) == 1:
+        return same[0]
+    # instances no plain row trained on (e.g. iadsr-reference's last_only): the plain row on the
+    # default instances, as in a section that holds only that one
+    default = [v for v in nones if v.config.get(key, "auto") == "auto" and v.config.get("train.prefix_epoch_share", 1.0) == 1.0]
+    return default[0] if not same and len(default) == 1 else None
 
 
 def trained_instances(variant: Variant) -> str | None:

@@ -486,3 +486,26 @@ def test_paper_comparisons_on_a_same_named_but_differently_filtered_dataset_carr
     assert "**Not the paper's data.**" in game.split("| paper row |", 1)[0] and "LLM4DSR's Game" in game
     assert "| SASRec / none | LLM4DSR" in game  # the comparison itself stays
     assert "Not the paper's data" not in (tmp_path / "out" / "ml-100k.md").read_text()
+
+
+def test_variant_on_instances_no_plain_row_used_is_compared_with_the_plain_row_on_default_instances(tmp_path):
+    from benchmark.sections import baseline_of
+
+    store = build_store(tmp_path / "store")
+    for seed in SEEDS:
+        control = result(0.0, "gru4rec", "none", None, seed, 0.05)  # plain control on prefix instances
+        control["config"]["train"].update(train_instances="prefix", prefix_epoch_share=0.1)
+        control["run_id"] = f"gruprefix{seed}"
+        last = result(0.0, "gru4rec", "hsd", None, seed, 0.01)  # trained on last-only instances
+        last["config"]["train"].update(train_instances="last_only")
+        last["run_id"] = f"grulast{seed}"
+        for row in (control, last):
+            store.write(result_row(row, grid="fixture"))
+    rows = [r for r in ResultStore(tmp_path / "store").frame().to_dicts() if r["status"] == "ok"]
+    clean = [s for s in build_sections(rows)["ml-100k"] if s.setting.get("dataset.noise.kind") == "none"]
+    assert len(clean) == 1
+    variant = next(v for v in clean[0].variants if v.config.get("train.train_instances") == "last_only")
+    base = baseline_of(variant, clean[0])
+    assert base is not None and base.denoiser == "none"
+    assert base.config.get("train.train_instances", "auto") == "auto"
+    assert base.values("test_ndcg@10") == pytest.approx({0: 0.10, 1: 0.11, 2: 0.12})
