@@ -158,6 +158,47 @@ def _replaced(section: Section, sections: list[Section], backbone: str, rows: li
     return None, []
 
 
+def _ratio(r: float) -> str:
+    return f"{100 * r:g}%"
+
+
+def robustness_line(dataset: str, sections: list[Section]) -> str | None:
+    """One sentence on the dataset's robustness figure (:func:`benchmark.figures.robustness_lines`):
+    how far the plain backbone's test NDCG@10 falls from the lowest to the highest noise ratio, and
+    each denoiser line against plain at the highest ratio it reached. None without a plain line."""
+    from benchmark.figures import robustness_lines
+
+    metric = "test_ndcg@10"
+    backbone, lines = robustness_lines(sections, metric)
+    plain = lines.get("none", [])
+    if len(plain) < 2:
+        return None
+    first, last = plain[0], plain[-1]
+    start, end = mean_of(first.variant, metric), mean_of(last.variant, metric)
+    parts = []
+    for label, points in lines.items():
+        if label == "none":
+            continue
+        top = points[-1]
+        stat = metric_stat(top.variant, metric, baseline_of(top.variant, top.section))
+        if stat.gain is None:
+            continue
+        better = [_ratio(p.ratio) for p in points
+                  if (st := metric_stat(p.variant, metric, baseline_of(p.variant, p.section))).p is not None
+                  and st.p < SIGNIFICANCE and st.gain > 0]
+        detail = [_evidence(stat, "seed")]
+        if top.ratio != last.ratio:
+            detail.append(f"at {_ratio(top.ratio)}, its highest ratio")
+        if better:
+            detail.append("significantly above plain at " + ", ".join(better))
+        parts.append(((top.ratio != last.ratio, -stat.gain), f"{label} {stat.gain:+.1%} ({'; '.join(detail)})"))
+    parts.sort(key=lambda x: x[0])  # lines that reach the highest ratio first, then by change
+    return (f"- **Robustness, {dataset}, {backbone}** ({len(lines)} lines of the figure): plain test NDCG@10 falls "
+            f"from {start:.4f} at {_ratio(first.ratio)} injected noise to {end:.4f} at {_ratio(last.ratio)} "
+            f"({(end - start) / start:+.1%}). Each denoiser against plain at {_ratio(last.ratio)}: "
+            + (", ".join(text for _, text in parts) if parts else "none has a plain row to compare with") + ".")
+
+
 def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = ()) -> list[str]:
     """The index's "Findings" section (empty when no section has a denoiser beside its plain row).
 
@@ -201,6 +242,10 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
              "backbone trained on the same instances as a denoiser (HSD and SSDRec: one instance per target), the "
              "change against that control follows, separating the method from its training instances.")
     out = ["## Findings", "", intro, "", summary, "", *lines, ""]
+    robustness = [line for dataset in sorted(by_dataset) if (line := robustness_line(dataset, by_dataset[dataset]))]
+    if robustness:
+        out += ["Robustness figures: how each validation-chosen line of the figure fares as injected replacement "
+                "noise grows (the figure's table gives every point).", "", *robustness, ""]
     if left_out:
         out += ["Left out above: rows under a training setting that a later grid replaced "
                 "(`configs/superseded.yaml`) whose backbone and denoiser ran again under the replacement. "
