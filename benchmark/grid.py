@@ -400,6 +400,29 @@ class Plan:
     redo: list[Cell] = field(default_factory=list)  # finished, but run again (in todo unless running)
 
 
+def data_changed_ids(cells: list[Cell], store) -> set[str]:
+    """Not-applicable cells whose stored row names a data digest other than that of the data the
+    cell loads now (e.g. titles added to an item file since): they may run now, so they run again.
+    Loads each such dataset once (rows without a digest, stored before rows had one, stay as they are)."""
+    recorded = store.not_applicable_digests()
+    by_id = {c.run_id: c for c in cells if c.run_id in recorded}
+    if not by_id:
+        return set()
+    from benchmark.config import to_dict
+    from benchmark.data.build import data_digest_of
+
+    current: dict[str, str | None] = {}
+    changed = set()
+    for rid, cell in by_id.items():
+        dataset = to_dict(cell.compose())["dataset"]
+        key = json.dumps(dataset, sort_keys=True, default=str)
+        if key not in current:
+            current[key] = data_digest_of(dataset)
+        if current[key] is not None and current[key] != recorded[rid]:
+            changed.add(rid)
+    return changed
+
+
 def plan(cells: list[Cell], statuses: dict[str, str], skip_failed: bool = False,
          runs_dir: str | Path | None = None, redo: set[str] = frozenset()) -> Plan:
     """Split ``cells`` by their status in the store (``run_id -> 'ok' | 'failed' |
@@ -563,7 +586,8 @@ def run_grid(
 
     store = ResultStore(store_dir)
     redo = store.stale_text_ids() if redo_stale_text else set()
-    p = plan(cells, store.statuses(), skip_failed, runs_dir, redo)
+    redo_na = data_changed_ids(cells, store)
+    p = plan(cells, {rid: s for rid, s in store.statuses().items() if rid not in redo_na}, skip_failed, runs_dir, redo)
     again = {c.run_id for c in p.redo}
     summary = GridSummary(skipped_done=len(p.done), skipped_failed=len(p.skipped_failed),
                           skipped_not_applicable=len(p.not_applicable))
@@ -608,7 +632,7 @@ def run_grid(
             write(f"ok     {out.run_id}  {task.cell.label}  ({out.seconds:.1f} s{note})")
         else:
             row = failure_row(out.run_id, out.config or {}, out.error or "unknown error", out.error_kind or "Error",
-                              out.error_traceback, grid_name, grid_file, command)
+                              out.error_traceback, grid_name, grid_file, command, out.extra.get("data_digest"))
             if row["status"] == STATUS_NOT_APPLICABLE:
                 summary.not_applicable[out.run_id] = out.error or ""
                 write(f"n/a    {out.run_id}  {task.cell.label}: {out.error}")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
+from benchmark.config import NotApplicableError
 from benchmark.grid import Cell
 from benchmark.provenance import REPO_DIR
 from benchmark.runlock import RunInProgressError
@@ -112,8 +113,14 @@ def execute_cell(task: CellTask) -> CellOutcome:
     except Exception as exc:  # noqa: BLE001 - fault isolation: every cell failure is recorded
         _close_wandb()
         kind, text, tb = describe_exception(exc)
+        extra = {}
+        if isinstance(exc, NotApplicableError) and config:
+            # the data a cell cannot run on is recorded with it: on other data it may run (bench grid)
+            from benchmark.data.build import data_digest_of
+
+            extra["data_digest"] = data_digest_of(config["dataset"])
         return CellOutcome(cell.run_id, STATUS_FAILED, config, error=text, error_kind=kind, error_traceback=tb,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, extra=extra)
 
 
 def _stale_text_result(run_dir: Path) -> bool:

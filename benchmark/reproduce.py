@@ -42,6 +42,13 @@ class Comparison:
     only_stored: list[str]  # outcome columns the stored row has and the rerun lacks
     only_rerun: list[str]
     torch_threads: int = 0  # the rerun's torch threads, those of the stored run (0: not recorded, process setting)
+    stored_data: str | None = None  # data digests (benchmark.data.digest) of the stored run and the rerun
+    rerun_data: str | None = None
+
+    @property
+    def data_changed(self) -> bool:
+        """Both runs record a data digest and they differ: the files changed since the stored run."""
+        return bool(self.stored_data and self.rerun_data and self.stored_data != self.rerun_data)
 
     @property
     def identical(self) -> bool:
@@ -118,8 +125,10 @@ def rerun_and_compare(row: dict, cfg, runs_dir: Path, atol: float = 0.0) -> Comp
     threads = stored_threads(row)
     with torch_threads(threads):
         result = execute(cfg, runs_dir=runs_dir, force=True)
-    comparison = compare_rows(row, result_row(result.to_json()), atol)
+    rerun = result_row(result.to_json())
+    comparison = compare_rows(row, rerun, atol)
     comparison.torch_threads = threads
+    comparison.stored_data, comparison.rerun_data = row.get("data_digest"), rerun.get("data_digest")
     return comparison
 
 
@@ -134,9 +143,14 @@ def render(comparison: Comparison, stale_text: bool = False) -> str:
     c = comparison
     threads = (f" (rerun with {c.torch_threads} torch thread{'s' if c.torch_threads != 1 else ''}, as the stored run)"
                if c.torch_threads else "")
+    data = (f"  the data differs from the stored run's: data digest {c.stored_data} then, {c.rerun_data} now (the "
+            "dataset files changed since; the run id names the dataset, not its bytes)") if c.data_changed else None
     if c.identical:
-        return f"run {c.run_id}: reproduced; all {len(c.compared)} outcome columns equal the stored ones{threads}"
+        head = f"run {c.run_id}: reproduced; all {len(c.compared)} outcome columns equal the stored ones{threads}"
+        return "\n".join([head, data] if data else [head])
     lines = [f"run {c.run_id}: NOT reproduced; {len(c.differences)} of {len(c.compared)} outcome columns differ{threads}"]
+    if data:
+        lines.append(data)
     if stale_text:
         lines.append(STALE_TEXT_NOTE)
     lines += [f"  {d.column}: stored {d.stored!r}, rerun {d.rerun!r}" for d in c.differences]

@@ -117,6 +117,7 @@ def result_row(result: dict, grid: str | None = None, grid_file: str | None = No
         row["attempt_commits"] = _json(result["attempt_commits"])
     row["text_encoders"] = _json(result.get("text_encoders", []))
     row["protocol_json"] = _json(result.get("protocol"))
+    row["data_digest"] = (result.get("protocol") or {}).get("data_digest")
     row["detection_json"] = _json(result.get("detection"))
     row["denoiser_report_json"] = _json(result.get("denoiser_report"))
     return row
@@ -136,9 +137,11 @@ def failure_status(error_kind: str) -> str:
 
 
 def failure_row(run_id: str, config: dict, error: str, error_kind: str = "Error", error_traceback: str | None = None,
-                grid: str | None = None, grid_file: str | None = None, command: str | None = None) -> dict[str, Any]:
+                grid: str | None = None, grid_file: str | None = None, command: str | None = None,
+                data_digest: str | None = None) -> dict[str, Any]:
     """The store row of a run that stopped with an error: config columns, the error text and kind,
-    and status ``not_applicable`` or ``failed`` (:func:`failure_status`)."""
+    and status ``not_applicable`` or ``failed`` (:func:`failure_status`); ``data_digest``: of the
+    data the run had loaded (:mod:`benchmark.data.digest`), when it got that far."""
     from benchmark.provenance import git_commit
 
     row: dict[str, Any] = {"run_id": run_id, "status": failure_status(error_kind), "error": error,
@@ -146,6 +149,8 @@ def failure_row(run_id: str, config: dict, error: str, error_kind: str = "Error"
     row.update(_provenance(grid, grid_file, command))
     row.update(_config_columns(config))
     row["git_commit"] = git_commit()
+    if data_digest:
+        row["data_digest"] = data_digest
     return row
 
 
@@ -226,6 +231,15 @@ class ResultStore:
         """run id -> status of every stored run."""
         df = self.scan().select("run_id", "status").collect()
         return dict(zip(df["run_id"].to_list(), df["status"].to_list()))
+
+    def not_applicable_digests(self) -> dict[str, str]:
+        """run id -> data digest of every not-applicable row that records the data it was made on."""
+        lf = self.scan()
+        if "data_digest" not in lf.collect_schema().names():
+            return {}
+        df = lf.filter((pl.col("status") == STATUS_NOT_APPLICABLE) & pl.col("data_digest").is_not_null()) \
+            .select("run_id", "data_digest").collect()
+        return dict(zip(df["run_id"].to_list(), df["data_digest"].to_list()))
 
     def status(self, run_id: str) -> str | None:
         """The stored status of one run (``ok`` | ``failed`` | ``not_applicable``), None when it has no file."""

@@ -49,6 +49,25 @@ def test_load_reads_atomic_files_from_the_data_root(tmp_path):
     assert data.meta["source_kind"] == "atomic"
 
 
+def test_data_digest_follows_the_file_contents_not_the_run_config(tmp_path):
+    from benchmark.data.build import build_split_data, clear_cache
+    from benchmark.data.digest import interactions_digest
+
+    cfg = DatasetConfig(name="beauty", root=str(tmp_path), k_core=0)
+    write_atomic(tmp_path / "beauty", "beauty")
+    first = interactions_digest(load_interactions(cfg))
+    assert first.startswith("sha256:") and len(first) == len("sha256:") + 16
+    assert interactions_digest(load_interactions(cfg)) == first  # same bytes, same digest
+    clear_cache()
+    assert build_split_data(cfg).protocol["data_digest"] == first  # every run records it
+    write_atomic(tmp_path / "beauty", "beauty", item=ITEM.replace("Seven", "Seven Samurai"))
+    retitled = interactions_digest(load_interactions(cfg))
+    write_atomic(tmp_path / "beauty", "beauty", inter=INTER.replace("3\t9\t3", "3\t8\t3"))
+    reordered = interactions_digest(load_interactions(cfg))
+    assert len({first, retitled, reordered}) == 3
+    clear_cache()
+
+
 def test_atomic_files_are_preferred_over_raw_files(tmp_path):
     write_atomic(tmp_path / "beauty", "beauty")
     (tmp_path / "beauty" / "reviews_Beauty_5.json").write_text("not json at all\n")

@@ -316,6 +316,34 @@ def test_a_text_method_on_data_without_text_is_recorded_not_applicable_and_never
     assert "needs item text" in capsys.readouterr().out
 
 
+def test_a_not_applicable_cell_runs_again_once_its_data_changes(tmp_path, capsys):
+    from benchmark.cli import main
+    from benchmark.data.build import clear_cache
+
+    root = write_untitled_ml100k(tmp_path / "data")
+    grid = write_grid(tmp_path / "untitled.yaml", f"name: untitled\nprofile: smoke\noverrides: [dataset.root={root}]\n"
+                      "datasets: [ml-100k]\nbackbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n")
+    (cell,) = expand(load_grid(grid))
+    args = ["grid", str(grid), "--store", str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs"), "--no-progress"]
+    assert main(args) == 0
+    store = ResultStore(tmp_path / "store")
+    untitled = store.not_applicable_digests()[cell.run_id]
+    assert untitled.startswith("sha256:")
+    assert main([*args, "--dry-run"]) == 0
+    assert f"{cell.run_id}  n/a " in capsys.readouterr().out  # same data: not retried
+
+    # the user adds titles: same run id, other data
+    (root / "ml-100k" / "ml-100k.item").write_text(
+        "item_id:token\ttitle:token_seq\n" + "".join(f"{i}\tfilm number {i}\n" for i in range(1, 21)))
+    clear_cache()
+    assert main([*args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert f"{cell.run_id}  todo " in out and "1 cells recorded as not applicable were recorded on other data" in out
+    assert main(args) == 0
+    assert store.statuses() == {cell.run_id: "ok"}
+    assert store.frame("ok")["data_digest"].to_list()[0] not in (None, untitled)
+
+
 def test_plan_splits_done_failed_and_todo(tmp_path):
     cells = tiny_cells(tmp_path)
     statuses = {cells[0].run_id: "ok", cells[1].run_id: "failed"}

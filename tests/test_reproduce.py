@@ -55,6 +55,18 @@ def test_a_stored_metric_that_the_rerun_does_not_give_is_reported_with_both_valu
     assert f"test_ndcg@10: stored {true_value + 0.01!r}, rerun {true_value!r}" in out
 
 
+def test_a_stored_row_made_on_other_data_is_reported_with_both_data_digests(stored, tmp_path, capsys):
+    store, rid = stored
+    copy = ResultStore(tmp_path / "store")
+    copy.write(pl.read_parquet(store.path(rid)).to_dicts()[0])
+    now = pl.read_parquet(store.path(rid))["data_digest"][0]
+    assert now.startswith("sha256:")
+    _rewrite(copy, rid, data_digest="sha256:0000000000000000")
+    cli.main(["reproduce", rid, "--store", str(copy.directory), "--runs-dir", str(tmp_path / "rerun")])
+    out = capsys.readouterr().out
+    assert f"the data differs from the stored run's: data digest sha256:0000000000000000 then, {now} now" in out
+
+
 def test_a_stored_config_that_no_longer_hashes_to_its_run_id_is_refused_before_training(stored, tmp_path, capsys):
     store, rid = stored
     copy = ResultStore(tmp_path / "store")

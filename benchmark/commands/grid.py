@@ -10,8 +10,15 @@ DEFAULT_STORE = "results"
 def not_applicable_line(grid: str, n: int) -> str:
     """The note on cells skipped as not applicable."""
     return (f"grid {grid}: {n} cells not applicable (they cannot run by design, e.g. a text method on data without "
-            "text; the store keeps the reason and they are not retried: `bench results --drop RUN_ID` clears one "
-            "after its data changed)")
+            "text; the store keeps the reason and they are not retried while their data stays the same: a row that "
+            "records its data's digest runs again once the data changes; `bench results --drop RUN_ID` clears an "
+            "older one)")
+
+
+def data_changed_line(grid: str, n: int) -> str:
+    """The note on not-applicable cells whose data changed since they were recorded."""
+    return (f"grid {grid}: {n} cells recorded as not applicable were recorded on other data than the files hold now "
+            "(their data digest differs): they run again")
 
 
 def stale_text_line(grid: str, n: int, redo: bool) -> str:
@@ -110,7 +117,8 @@ def command_line(grid_file: str, overrides: list[str], store: str) -> str:
 
 def main(args) -> int:
     from benchmark.cli import UserError
-    from benchmark.grid import estimate_seconds, expand, format_duration, load_grid, plan, run_grid, select
+    from benchmark.grid import (data_changed_ids, estimate_seconds, expand, format_duration, load_grid, plan,
+                                run_grid, select)
     from benchmark.store import ResultStore
     from benchmark.tuning import resolve_tuning, stored_outcomes
 
@@ -153,7 +161,9 @@ def main(args) -> int:
 
         state, runnable, held = tuned()
         stale = store.stale_text_ids() & {c.run_id for c in cells}
-        p = plan(runnable, store.statuses(), args.skip_failed, runs_dir, stale if args.redo_stale_text else set())
+        data_changed = data_changed_ids(runnable, store)
+        p = plan(runnable, {rid: s for rid, s in store.statuses().items() if rid not in data_changed},
+                 args.skip_failed, runs_dir, stale if args.redo_stale_text else set())
         status = {**{c.run_id: "failed" for c in p.failed}, **{c.run_id: "done" for c in p.done},
                   **{c.run_id: "stale" for c in p.done if c.run_id in stale},
                   **{c.run_id: "n/a" for c in p.not_applicable}, **{c.run_id: "running" for c in p.running},
@@ -177,6 +187,8 @@ def main(args) -> int:
               f"{len(p.todo)} to run; store {args.store}")
         if p.not_applicable:
             print(not_applicable_line(spec.name, len(p.not_applicable)))
+        if data_changed:
+            print(data_changed_line(spec.name, len(data_changed)))
         for line in tuning_lines(spec.name, state, held):
             print(line)
         if stale:

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from benchmark.config import ConfigError, DatasetConfig, data_root
+from benchmark.data.digest import interactions_digest
 from benchmark.data.noise import flip_targets, inject_noise
 from benchmark.data.sequences import SplitData
 from benchmark.data.splits import leave_one_out_index, materialize, occurrences, sliding_window_index
@@ -65,6 +66,15 @@ def build_split_data(cfg: DatasetConfig | DictConfig | dict) -> SplitData:
     return _build_cached(_cache_key(cfg))
 
 
+def data_digest_of(cfg: DatasetConfig | DictConfig | dict) -> str | None:
+    """The digest of the data ``cfg`` loads (:mod:`benchmark.data.digest`); None when it cannot
+    be loaded. Uses the per-process cache, so it is free after a run on that data."""
+    try:
+        return build_split_data(cfg).protocol.get("data_digest")
+    except Exception:  # noqa: BLE001 - the caller records a digest when there is one, never fails for it
+        return None
+
+
 def clear_cache() -> None:
     """Forget every cached ``SplitData`` (e.g. after the files on disk changed)."""
     _build_cached.cache_clear()
@@ -85,6 +95,7 @@ def _load_interactions(cfg: DatasetConfig):
 
 def _build(cfg: DatasetConfig) -> SplitData:
     inter = _load_interactions(cfg)
+    digest = interactions_digest(inter)  # of the data as read, before any noise
     noisy = inject_noise(inter, cfg.noise, cfg.split)
     seqs = noisy.sequences
     if cfg.split == "loo":
@@ -105,6 +116,7 @@ def _build(cfg: DatasetConfig) -> SplitData:
         meta["target_flip"] = flip_targets(train, seqs, noisy.n_items, cfg.noise.alpha, cfg.noise.seed)
 
     protocol = _protocol(cfg, noisy, index, train, meta)
+    protocol["data_digest"] = digest
     return SplitData(
         name=cfg.name, train=train, valid=valid, test=test, n_users=noisy.n_users, n_items=noisy.n_items,
         item_text=list(noisy.item_text), protocol=protocol, item_raw_ids=noisy.item_raw_ids,
