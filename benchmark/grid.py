@@ -403,18 +403,21 @@ class Plan:
 def data_changed_ids(cells: list[Cell], store) -> set[str]:
     """Not-applicable cells whose stored row names a data digest other than that of the data the
     cell loads now (e.g. titles added to an item file since): they may run now, so they run again.
-    Loads each such dataset once (rows without a digest, stored before rows had one, stay as they are)."""
+    Loads each such dataset once, without noise: the digest is of the data as read, so the clean
+    and noisy settings share it (rows without a digest, stored before rows had one, stay as they are)."""
     recorded = store.not_applicable_digests()
     by_id = {c.run_id: c for c in cells if c.run_id in recorded}
     if not by_id:
         return set()
-    from benchmark.config import to_dict
+    from dataclasses import asdict
+
+    from benchmark.config import NoiseConfig, to_dict
     from benchmark.data.build import data_digest_of
 
     current: dict[str, str | None] = {}
     changed = set()
     for rid, cell in by_id.items():
-        dataset = to_dict(cell.compose())["dataset"]
+        dataset = {**to_dict(cell.compose())["dataset"], "noise": asdict(NoiseConfig())}
         key = json.dumps(dataset, sort_keys=True, default=str)
         if key not in current:
             current[key] = data_digest_of(dataset)

@@ -344,6 +344,28 @@ def test_a_not_applicable_cell_runs_again_once_its_data_changes(tmp_path, capsys
     assert store.frame("ok")["data_digest"].to_list()[0] not in (None, untitled)
 
 
+def test_data_change_check_loads_each_dataset_once_for_its_clean_and_noisy_cells(tmp_path, monkeypatch):
+    import benchmark.data.build as build
+    from benchmark.cli import main
+    from benchmark.grid import data_changed_ids
+
+    root = write_untitled_ml100k(tmp_path / "data")
+    grid = write_grid(tmp_path / "untitled.yaml", f"name: untitled\nprofile: smoke\noverrides: [dataset.root={root}]\n"
+                      "datasets: [ml-100k]\nnoise: [{kind: none}, {kind: replace, alpha: 0.2}]\n"
+                      "backbones: [gru4rec]\ndenoisers: [said]\nseeds: [0]\n")
+    cells = expand(load_grid(grid))
+    assert main(["grid", str(grid), "--store", str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs"),
+                 "--no-progress"]) == 0
+    store = ResultStore(tmp_path / "store")
+    assert len(set(store.not_applicable_digests().values())) == 1  # the digest is of the data before noise
+
+    loaded = []
+    real = build.data_digest_of
+    monkeypatch.setattr(build, "data_digest_of", lambda cfg: loaded.append(cfg) or real(cfg))
+    assert data_changed_ids(cells, store) == set()
+    assert len(loaded) == 1 and loaded[0]["noise"]["kind"] == "none"
+
+
 def test_plan_splits_done_failed_and_todo(tmp_path):
     cells = tiny_cells(tmp_path)
     statuses = {cells[0].run_id: "ok", cells[1].run_id: "failed"}
