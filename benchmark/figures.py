@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmark.sections import Section, Variant, dump, mean_std, representative_variants, trained_instances
+from benchmark.sections import (Section, Stat, Variant, baseline_of, dump, mean_std, metric_stat, representative_variants,
+                                trained_instances)
 
 PREFERRED_BACKBONE = "sasrec"
 _PNG_METADATA = {"Software": None}
@@ -53,6 +54,11 @@ class CurvePoint:
     ratio: float
     section: Section
     variant: Variant
+
+    def stat(self, metric: str) -> Stat:
+        """``metric`` (a result column, e.g. ``test_ndcg@10``) of this point's variant against
+        the plain backbone of its section, as the section's table reports it."""
+        return metric_stat(self.variant, metric, baseline_of(self.variant, self.section))
 
 
 def robustness_lines(sections: list[Section], metric: str = "test_ndcg@10") -> tuple[str | None, dict[str, list[CurvePoint]]]:

@@ -180,11 +180,11 @@ def robustness_line(dataset: str, sections: list[Section]) -> str | None:
         if label == "none":
             continue
         top = points[-1]
-        stat = metric_stat(top.variant, metric, baseline_of(top.variant, top.section))
+        stat = top.stat(metric)
         if stat.gain is None:
             continue
         better = [_ratio(p.ratio) for p in points
-                  if (st := metric_stat(p.variant, metric, baseline_of(p.variant, p.section))).p is not None
+                  if (st := p.stat(metric)).p is not None
                   and st.p < SIGNIFICANCE and st.gain > 0]
         detail = [_evidence(stat, "seed")]
         if top.ratio != last.ratio:

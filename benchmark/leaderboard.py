@@ -153,7 +153,7 @@ def render_robustness(sections: list[Section], metric: str = "ndcg@10") -> list[
             if r not in at:
                 cells.append("—")
                 continue
-            stat = metric_stat(at[r].variant, f"test_{metric}", baseline_of(at[r].variant, at[r].section))
+            stat = at[r].stat(f"test_{metric}")
             change = "" if stat.gain is None else f"{_pct(stat.gain)}, "
             cells.append(f"{_cell(stat, None)} ({change}n={stat.n})")
         rows.append([_esc(label), *cells])
