@@ -180,20 +180,31 @@ def plot_popularity(dataset: str, title: str, removal: dict[str, list], ndcg: di
     plt.close(fig)
 
 
-def write_figures(dataset: str, sections: list[Section], out_dir: Path) -> list[tuple[Path, str]]:
-    """Draw the dataset's figures that its sections have data for: ``[(png path, caption)]``."""
+@dataclass(frozen=True)
+class Figure:
+    """A PNG written beside a dataset's table; ``kind`` names what it shows (``robustness`` or
+    ``popularity``) so the page can put the figure's own numbers under it."""
+
+    path: Path
+    caption: str
+    kind: str
+
+
+def write_figures(dataset: str, sections: list[Section], out_dir: Path) -> list[Figure]:
+    """Draw the dataset's figures that its sections have data for."""
     written = []
     backbone, series = robustness_series(sections)
     if series:
         path = out_dir / f"{dataset}-robustness.png"
         plot_robustness(dataset, backbone, series, path)
-        written.append((path, f"Test NDCG@10 against the injected replacement-noise ratio, {backbone}, one line per "
-                              "denoiser (validation-chosen settings; mean over seeds)."))
+        written.append(Figure(path, f"Test NDCG@10 against the injected replacement-noise ratio, {backbone}, one line "
+                                    "per denoiser (validation-chosen settings; mean over seeds).", "robustness"))
     section, backbone, removal, ndcg = popularity_series(sections)
     if section is not None:
         title = f"{backbone}, {section.noise}"
         path = out_dir / f"{dataset}-popularity.png"
         plot_popularity(dataset, title, removal, ndcg, path)
-        written.append((path, f"Per item-popularity bucket ({title}): share of training positions each denoiser "
-                              "removed, and test NDCG@5 of users whose target lies in the bucket (mean over seeds)."))
+        written.append(Figure(path, f"Per item-popularity bucket ({title}): share of training positions each denoiser "
+                                    "removed, and test NDCG@5 of users whose target lies in the bucket (mean over seeds).",
+                              "popularity"))
     return written

@@ -12,9 +12,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmark.figures import robustness_lines, write_figures
+from benchmark.figures import Figure, robustness_lines, write_figures
 from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
                                      PaperResult, results_for)
 from benchmark.findings import findings_lines
@@ -413,10 +414,21 @@ def _block(heading: str, intro: str, body: list[str], trailing_blank: bool = Tru
     return [heading, "", intro, "", *body, *([""] if trailing_blank else [])]
 
 
-def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[str, str]] = (),
+def _robustness_numbers(sections: list[Section]) -> list[str]:
+    return _block("### Numbers behind the robustness figure",
+                  "Test NDCG@10 per line and injected replacement-noise ratio: mean ± std over seeds, † = paired "
+                  "t-test against the plain backbone at that ratio (p < 0.05), the relative change against it, and "
+                  "the number of seeds.", render_robustness(sections))
+
+
+# what the page prints under a figure of each kind, from the same sections
+FIGURE_NUMBERS: dict[str, Callable[[list[Section]], list[str]]] = {"robustness": _robustness_numbers}
+
+
+def render_dataset(dataset: str, sections: list[Section], figures: list[Figure] = (),
                    failures: list[dict] = (), coverage: dict[str, tuple[int, int]] | None = None,
                    gaps: list[GapExplanation] = (), superseded: list[Supersession] = ()) -> str:
-    """The dataset's Markdown; ``figures``: ``(file name, caption)`` of PNGs written beside it;
+    """The dataset's Markdown; ``figures``: the PNGs written beside it;
     ``failures``: the dataset's failed and not-applicable rows from the store; ``coverage``: see
     :func:`provenance_lines`; ``gaps``: explanations of paper-vs-ours gaps
     (:mod:`benchmark.paper_gaps`); ``superseded``: replaced settings, named under their sections
@@ -444,13 +456,11 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[tuple[st
         lines += ["### Time per epoch", "", *render_timing(s), ""]
     if figures:
         lines += ["## Figures", ""]
-        for name, caption in figures:
-            lines += [f"![{name}]({name})", "", _esc(caption), ""]
-            if name.endswith("-robustness.png"):
-                lines += _block("### Numbers behind the robustness figure",
-                                "Test NDCG@10 per line and injected replacement-noise ratio: mean ± std over seeds, "
-                                "† = paired t-test against the plain backbone at that ratio (p < 0.05), the relative "
-                                "change against it, and the number of seeds.", render_robustness(sections))
+        for fig in figures:
+            lines += [f"![{fig.path.name}]({fig.path.name})", "", _esc(fig.caption), ""]
+            numbers = FIGURE_NUMBERS.get(fig.kind)
+            if numbers is not None:
+                lines += numbers(sections)
     lines += _block("## Not applicable",
                     "Cells that cannot run by design, with the reason the run gave (e.g. a method that needs item text "
                     "on a dataset without titles, or a loss the backbone cannot train). Grids record them once and do "
@@ -629,10 +639,10 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path, gaps: list[Ga
     for dataset, sections in by_dataset.items():
         md, cs = out / f"{dataset}.md", out / f"{dataset}.csv"
         figures = write_figures(dataset, sections, out)
-        md.write_text(render_dataset(dataset, sections, [(path.name, caption) for path, caption in figures],
+        md.write_text(render_dataset(dataset, sections, figures,
                                      failures.get(dataset, []), coverage.get(dataset), gaps, superseded))
         cs.write_text(render_csv(sections))
-        written += [md, cs, *(path for path, _ in figures)]
+        written += [md, cs, *(fig.path for fig in figures)]
     index = out / "README.md"
     index.write_text(render_index(by_dataset, failures, sorted(p.name for p in out.glob("detection-*.md")), gaps,
                                        superseded))
