@@ -41,15 +41,20 @@ def git_commit() -> str:
         return "unknown"
 
 
-def machine() -> dict[str, object]:
-    import torch
-
-    cpu = platform.processor() or "unknown"
+def cpu_model() -> str:
+    """The CPU's model name (e.g. ``AMD EPYC 7B13``): floating-point kernels, and so the last
+    digits of a run's numbers, can differ between CPU families."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
+    return platform.processor() or "unknown"
+
+
+def machine() -> dict[str, object]:
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "platform": platform.platform()}

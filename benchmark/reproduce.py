@@ -44,6 +44,13 @@ class Comparison:
     torch_threads: int = 0  # the rerun's torch threads, those of the stored run (0: not recorded, process setting)
     stored_data: str | None = None  # data digests (benchmark.data.digest) of the stored run and the rerun
     rerun_data: str | None = None
+    stored_cpu: str | None = None  # CPU model names (benchmark.provenance.cpu_model) of both runs
+    rerun_cpu: str | None = None
+
+    @property
+    def cpu_changed(self) -> bool:
+        """Both runs record their CPU and it differs: other kernels, so last digits may differ."""
+        return bool(self.stored_cpu and self.rerun_cpu and self.stored_cpu != self.rerun_cpu)
 
     @property
     def data_changed(self) -> bool:
@@ -129,6 +136,7 @@ def rerun_and_compare(row: dict, cfg, runs_dir: Path, atol: float = 0.0) -> Comp
     comparison = compare_rows(row, rerun, atol)
     comparison.torch_threads = threads
     comparison.stored_data, comparison.rerun_data = row.get("data_digest"), rerun.get("data_digest")
+    comparison.stored_cpu, comparison.rerun_cpu = row.get("cpu"), rerun.get("cpu")
     return comparison
 
 
@@ -151,6 +159,9 @@ def render(comparison: Comparison, stale_text: bool = False) -> str:
     lines = [f"run {c.run_id}: NOT reproduced; {len(c.differences)} of {len(c.compared)} outcome columns differ{threads}"]
     if data:
         lines.append(data)
+    if c.cpu_changed:
+        lines.append(f"  the stored run finished on CPU '{c.stored_cpu}', this rerun on '{c.rerun_cpu}': CPU families have "
+                     "other floating-point kernels, so last digits may differ (--atol relaxes the comparison)")
     if stale_text:
         lines.append(STALE_TEXT_NOTE)
     lines += [f"  {d.column}: stored {d.stored!r}, rerun {d.rerun!r}" for d in c.differences]

@@ -39,7 +39,7 @@ from benchmark.config import run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
 from benchmark.native_cache import (NativeCache, NativeOutcome, native_key, rng_state, set_rng_state,
                                     transfer_mode)
-from benchmark.provenance import git_commit, library_versions
+from benchmark.provenance import cpu_model, git_commit, library_versions
 from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
 from benchmark.runlock import LOCK_NAME, run_lock
@@ -79,6 +79,7 @@ class RunResult:
     # phase was stored before these were recorded)
     native: dict | None = None
     text_encoders: list[str] = field(default_factory=list)  # ids of the text encoders the run built
+    cpu: str = field(default_factory=cpu_model)  # of the process that finished the run
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -113,6 +113,7 @@ def result_row(result: dict, grid: str | None = None, grid_file: str | None = No
     for key, value in sorted((result.get("versions") or {}).items()):
         row[f"version.{key}"] = value
     row["git_commit"] = result.get("git_commit")
+    row["cpu"] = result.get("cpu")
     if len(result.get("attempt_commits") or []) > 1:  # resumed: the earlier attempts' commits count too
         row["attempt_commits"] = _json(result["attempt_commits"])
     row["text_encoders"] = _json(result.get("text_encoders", []))

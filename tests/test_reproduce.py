@@ -67,6 +67,20 @@ def test_a_stored_row_made_on_other_data_is_reported_with_both_data_digests(stor
     assert f"the data differs from the stored run's: data digest sha256:0000000000000000 then, {now} now" in out
 
 
+def test_a_difference_on_another_cpu_is_reported_with_both_cpu_models(stored, tmp_path, capsys):
+    from benchmark.provenance import cpu_model
+
+    store, rid = stored
+    row = pl.read_parquet(store.path(rid)).to_dicts()[0]
+    assert row["cpu"] == cpu_model()  # rows record the CPU that finished them
+    copy = ResultStore(tmp_path / "store")
+    copy.write(row)
+    _rewrite(copy, rid, cpu="Elsewhere CPU 9000", **{"test_ndcg@10": row["test_ndcg@10"] + 0.01})
+    assert cli.main(["reproduce", rid, "--store", str(copy.directory), "--runs-dir", str(tmp_path / "rerun")]) == 1
+    out = capsys.readouterr().out
+    assert f"the stored run finished on CPU 'Elsewhere CPU 9000', this rerun on '{cpu_model()}'" in out
+
+
 def test_a_stored_config_that_no_longer_hashes_to_its_run_id_is_refused_before_training(stored, tmp_path, capsys):
     store, rid = stored
     copy = ResultStore(tmp_path / "store")
