@@ -180,6 +180,12 @@ def _stale_text_filter(lf: pl.LazyFrame) -> pl.LazyFrame:
     return lf.filter(stale)
 
 
+# per-process caches of what was read from store directories: file -> ((inode, mtime_ns, size), its row)
+# and directory -> (signature of its files, every row)
+_FILE_ROWS: dict[Path, tuple[tuple[int, int, int], pl.DataFrame]] = {}
+_FRAMES: dict[Path, tuple[tuple, pl.DataFrame]] = {}
+
+
 class ResultStore:
     """A directory of one-row Parquet files keyed by run id."""
 
@@ -216,11 +222,40 @@ class ResultStore:
 
     def scan(self) -> pl.LazyFrame:
         """Every row of the store (any status) as one LazyFrame; empty store -> no rows."""
+        return self._rows().lazy()
+
+    def _rows(self) -> pl.DataFrame:
+        """Every row, read through a per-process cache: a file is read again only when its inode,
+        modification time or size changed (``write`` replaces a file by a new inode), and the
+        whole frame rebuilt only when a file did (a grid's dry run asks the store several
+        questions; each used to read every file)."""
         files = self.files()
         if not files:
-            return pl.LazyFrame(schema={"run_id": pl.String, "status": pl.String})
-        lf = pl.concat([pl.scan_parquet(f) for f in files], how="diagonal_relaxed")
-        return _fill_keys_added_later(lf)
+            return pl.DataFrame(schema={"run_id": pl.String, "status": pl.String})
+        keys = []
+        for f in files:
+            try:
+                st = f.stat()
+            except FileNotFoundError:  # removed since the listing
+                continue
+            keys.append((f, (st.st_ino, st.st_mtime_ns, st.st_size)))
+        signature = tuple(keys)
+        cached = _FRAMES.get(self.directory.resolve())
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        frames = []
+        for f, stamp in keys:
+            hit = _FILE_ROWS.get(f.resolve())
+            if hit is None or hit[0] != stamp:
+                try:
+                    hit = (stamp, pl.read_parquet(f))
+                except FileNotFoundError:  # removed since the listing: the next call lists again
+                    continue
+                _FILE_ROWS[f.resolve()] = hit
+            frames.append(hit[1])
+        rows = _fill_keys_added_later(pl.concat(frames, how="diagonal_relaxed").lazy()).collect()
+        _FRAMES[self.directory.resolve()] = (signature, rows)
+        return rows
 
     def frame(self, status: str | None = None) -> pl.DataFrame:
         lf = self.scan()

@@ -75,6 +75,19 @@ def test_success_replaces_the_failure_record_of_the_same_run(tmp_path):
     assert store.statuses() == {"a": "ok"} and len(store.files()) == 1
 
 
+def test_reads_after_a_replace_a_removal_or_another_writer_see_the_store_as_it_is_now(tmp_path):
+    store, other = ResultStore(tmp_path), ResultStore(tmp_path)
+    first = result_row(run_result("a"))
+    store.write(first)
+    store.write(result_row(run_result("b", seed=1)))
+    assert store.statuses() == {"a": "ok", "b": "ok"}  # both files read and cached
+    other.write({**first, "test_ndcg@10": first["test_ndcg@10"] + 0.125})  # same size, new inode
+    assert store.frame().filter(pl.col("run_id") == "a")["test_ndcg@10"].to_list() == [first["test_ndcg@10"] + 0.125]
+    store.path("b").unlink()
+    other.write(failure_row("c", run_result()["config"], "boom", "RuntimeError"))
+    assert store.statuses() == {"a": "ok", "c": "failed"}
+
+
 def test_a_write_that_dies_midway_leaves_no_partial_file(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
     store.write(result_row(run_result("good")))
