@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import hashlib
+import io
 import json
 import os
 import re
@@ -146,9 +147,23 @@ class RunConfig:
     protocol: str = "benchmark"  # a configs/protocols/ preset (benchmark.protocols); every result row carries it
 
 
+# path -> (its text, parsed): a grid composes every cell from the same few files; reading a
+# file is cheap, parsing it is not
+_YAML: dict[Path, tuple[str, DictConfig]] = {}
+
+
 def _load_yaml(path: Path) -> DictConfig:
+    """The parsed file, shared between calls while its text is unchanged: callers only pass it
+    to ``OmegaConf.merge``, which copies what it takes, so it must not be modified."""
     try:
-        return OmegaConf.load(path)
+        text = Path(path).read_text()
+        hit = _YAML.get(path)
+        if hit is None or hit[0] != text:
+            stream = io.StringIO(text)
+            stream.name = str(path)  # yaml's error messages name the file
+            hit = (text, OmegaConf.load(stream))
+            _YAML[path] = hit
+        return hit[1]
     except Exception as exc:  # yaml errors carry the line
         raise ConfigError(f"{path}: cannot parse YAML: {exc}") from exc
 
@@ -156,6 +171,19 @@ def _load_yaml(path: Path) -> DictConfig:
 def _section_file(kind: str, name: str) -> Path | None:
     path = CONFIG_DIR / kind / f"{name}.yaml"
     return path if path.exists() else None
+
+
+_UNSET = object()
+
+
+def _last_set(layers: list[DictConfig], key: str) -> Any:
+    """``key``'s value in the last layer that sets it (None when none does): what
+    ``OmegaConf.select`` would read from the layers merged, without merging them."""
+    for layer in reversed(layers):
+        value = OmegaConf.select(layer, key, default=_UNSET)
+        if value is not _UNSET:
+            return value
+    return None
 
 
 @lru_cache(maxsize=1)
@@ -185,12 +213,12 @@ def compose(
         layers.append(OmegaConf.create(base) if isinstance(base, dict) else base)
     override_cfg = OmegaConf.from_dotlist(list(overrides or []))
     # names: explicit argument > override > base > defaults
-    merged_names = OmegaConf.merge(*layers[1:], override_cfg) if len(layers) > 1 else override_cfg
-    ds_name = dataset or OmegaConf.select(merged_names, "dataset.name") or "ml-100k"
-    bb_name = backbone or OmegaConf.select(merged_names, "backbone.name") or "sasrec"
-    dn_name = denoiser or OmegaConf.select(merged_names, "denoiser.name") or "none"
-    prof = profile or OmegaConf.select(merged_names, "profile")
-    proto_name = protocol or OmegaConf.select(merged_names, "protocol") or DEFAULT_PROTOCOL
+    named = [*layers[1:], override_cfg]
+    ds_name = dataset or _last_set(named, "dataset.name") or "ml-100k"
+    bb_name = backbone or _last_set(named, "backbone.name") or "sasrec"
+    dn_name = denoiser or _last_set(named, "denoiser.name") or "none"
+    prof = profile or _last_set(named, "profile")
+    proto_name = protocol or _last_set(named, "protocol") or DEFAULT_PROTOCOL
     for kind, name in (("datasets", ds_name), ("backbones", bb_name), ("denoisers", dn_name)):
         path = _section_file(kind, name)
         if path is not None:
