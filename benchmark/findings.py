@@ -5,7 +5,9 @@ or lower test NDCG@10 against the backbone's plain row (a method that is its own
 DCRec, against the plain row of the backbone it modifies), by how much, whether a paired t-test over
 the shared seeds says p < 0.05, and what a training epoch costs against the plain one. Where a
 backbone and denoiser ran with several settings, only the one chosen on validation speaks (as in
-the tables). Nothing here is written by hand: the sentences change when the store does.
+the tables). Under injected noise, a denoiser whose seeds rank the injected items on opposite
+sides of chance is named with each seed's detection AUC (:func:`direction_lines`). Nothing here
+is written by hand: the sentences change when the store does.
 """
 from __future__ import annotations
 
@@ -199,6 +201,55 @@ def robustness_line(dataset: str, sections: list[Section]) -> str | None:
             + (", ".join(text for _, text in parts) if parts else "none has a plain row to compare with") + ".")
 
 
+# a seed's noise scores rank injected items this far from chance (ROC AUC 0.5) in either direction
+DIRECTION_MARGIN = 0.1
+
+
+def _bucket_removal(variant: Variant, seeds: list[int]) -> tuple[float, float] | None:
+    """Mean share of the hottest and of the coldest popularity bucket's positions that ``seeds``
+    removed (``det_removal_ratio_b<k>``); None when the rows have no buckets."""
+    last = 0
+    while variant.values(f"det_removal_ratio_b{last + 1}"):
+        last += 1
+    hot, cold = variant.values("det_removal_ratio_b0"), variant.values(f"det_removal_ratio_b{last}")
+    if last == 0 or not all(s in hot and s in cold for s in seeds):
+        return None
+    return sum(hot[s] for s in seeds) / len(seeds), sum(cold[s] for s in seeds) / len(seeds)
+
+
+def direction_line(section: Section, title: str, variant: Variant) -> str | None:
+    """One sentence when ``variant``'s seeds disagree on which items are noise: at least one
+    seed's noise scores rank the injected items above chance (ROC AUC >= 0.5 + DIRECTION_MARGIN)
+    and another's below it (<= 0.5 - DIRECTION_MARGIN), with what each group removed from the
+    hottest and the coldest popularity bucket."""
+    auc = variant.values("det_roc_auc")
+    above = [s for s in sorted(auc) if auc[s] >= 0.5 + DIRECTION_MARGIN]
+    below = [s for s in sorted(auc) if auc[s] <= 0.5 - DIRECTION_MARGIN]
+    if not above or not below:
+        return None
+    by_seed = ", ".join(f"{auc[s]:.2f} (seed {s})" for s in sorted(auc))
+    text = f"- **{section.dataset}, {title}: {variant.backbone} / {variant.label}**: noise-score AUC {by_seed}."
+    groups = [(name, _bucket_removal(variant, seeds)) for name, seeds in (("above", above), ("below", below))]
+    if all(removal is not None for _, removal in groups):
+        parts = [f"seeds {name} chance removed {hot:.0%} of the hottest popularity bucket's positions and "
+                 f"{cold:.0%} of the coldest's" if name == "above" else f"those below, {hot:.0%} and {cold:.0%}"
+                 for name, (hot, cold) in groups]
+        text += " The " + "; ".join(parts) + "."
+    return text
+
+
+def direction_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
+    """:func:`direction_line` for every validation-chosen variant of the ``benchmark`` sections."""
+    lines = []
+    for dataset in sorted(by_dataset):
+        for section in by_dataset[dataset]:
+            if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
+                continue
+            title = section_title(section, by_dataset[dataset])
+            lines += [line for v in representative_variants(section) if (line := direction_line(section, title, v))]
+    return lines
+
+
 def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = ()) -> list[str]:
     """The index's "Findings" section (empty when no section has a denoiser beside its plain row).
 
@@ -246,6 +297,12 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
     if robustness:
         out += ["Robustness figures: how each validation-chosen line of the figure fares as injected replacement "
                 "noise grows (the figure's table gives every point).", "", *robustness, ""]
+    flips = direction_lines(by_dataset)
+    if flips:
+        out += [f"Noise detection that changes direction with the seed: rows with injected noise where one seed's "
+                f"noise scores rank the injected items above chance (ROC AUC >= {0.5 + DIRECTION_MARGIN:g}) and "
+                f"another's below it (<= {0.5 - DIRECTION_MARGIN:g}), so which items the method removes depends on "
+                "the seed as much as on the data.", "", *flips, ""]
     if left_out:
         out += ["Left out above: rows under a training setting that a later grid replaced "
                 "(`configs/superseded.yaml`) whose backbone and denoiser ran again under the replacement. "

@@ -179,12 +179,14 @@ def render_detection(section: Section) -> list[str]:
             ("det_random_expected_f1", "random F1"), ("det_roc_auc", "AUC"), ("det_flag_rate", "flag rate"),
             ("det_noise_rate", "noise rate")]
     cols += [(f"det_removal_ratio_b{b}", f"removed b{b}") for b in range(nb)]
-    header = ["backbone", "denoiser", "n"] + [c[1] for c in cols]
+    header = ["backbone", "denoiser", "n"] + [c[1] for c in cols] + ["AUC by seed"]
     rows = []
     for v in variants:
         means = [_f4(mean_of(v, col)) for col, _ in cols]
-        rows.append([v.backbone, _esc(v.label), str(len(v.values("det_flag_rate"))), *means])
-    return _table(header, rows, ["---", "---", "---:"] + ["---:"] * len(cols))
+        auc = v.values("det_roc_auc")
+        by_seed = ", ".join(f"{auc[s]:.2f}" for s in sorted(auc)) or "—"
+        rows.append([v.backbone, _esc(v.label), str(len(v.values("det_flag_rate"))), *means, by_seed])
+    return _table(header, rows, ["---", "---", "---:"] + ["---:"] * len(cols) + ["---"])
 
 
 def render_paper(section: Section, stats: dict) -> list[str]:
@@ -448,7 +450,8 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[Figure] 
                         "Micro-averaged over training positions (protocol.md §6), mean over seeds; random F1 = expected "
                         "F1 of a random remover at the same flag rate; AUC = ROC AUC of the method's noise scores "
                         "against the injected labels (0.5 = chance; comparable across flag rates); removed b<k> = share "
-                        "of popularity bucket k's positions flagged (equal-frequency buckets, b0 hottest).",
+                        "of popularity bucket k's positions flagged (equal-frequency buckets, b0 hottest); AUC by "
+                        "seed = each seed's AUC in seed order.",
                         render_detection(s))
         lines += _block("### Paper vs ours",
                         "Numbers another paper obtained with its own runs and protocol (protocol.md §8); ours = mean "

@@ -203,3 +203,17 @@ def test_the_shipped_superseded_file_loads():
 
     rules = load_superseded()
     assert {r.change() for r in rules} >= {"train.patience=10 → 20", "train.min_epochs=0 → 30"}
+
+
+def test_a_denoiser_whose_seeds_detect_noise_in_opposite_directions_is_named_with_each_seeds_auc(tmp_path):
+    store = build_store(tmp_path / "store")
+    rows = store.frame(status="ok").to_dicts()
+    assert not [ln for ln in findings_lines(build_sections(rows)) if "noise-score AUC" in ln]  # AUC 0.70-0.72
+    for r in rows:  # seed 1 of the noisy semantic-outlier row ranks noise below chance, removing hot items
+        if r["denoiser.name"] == "semantic-outlier" and r["dataset.noise.kind"] == "replace" and r["seed"] == 1:
+            r.update({"det_roc_auc": 0.3, "det_removal_ratio_b0": 0.5, "det_removal_ratio_b4": 0.01})
+    flips = [ln for ln in findings_lines(build_sections(rows)) if "noise-score AUC" in ln]
+    # above chance: seeds 0 and 2, hottest bucket 0.020 and 0.022, coldest 0.100 and 0.102
+    assert flips == ["- **ml-100k, replace α=0.1: gru4rec / semantic-outlier**: noise-score AUC 0.70 (seed 0), "
+                     "0.30 (seed 1), 0.72 (seed 2). The seeds above chance removed 2% of the hottest popularity "
+                     "bucket's positions and 10% of the coldest's; those below, 50% and 1%."]
