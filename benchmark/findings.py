@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, instance_control_of, mean_of,
-                                 metric_stat, representative_variants, section_title, trained_instances)
+from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count, instance_control_of,
+                                 mean_of, metric_stat, representative_variants, section_title, trained_instances)
 from benchmark.superseded import Supersession
 
 
@@ -205,14 +205,12 @@ def robustness_line(dataset: str, sections: list[Section]) -> str | None:
 DIRECTION_MARGIN = 0.1
 
 
-def _bucket_removal(variant: Variant, seeds: list[int]) -> tuple[float, float] | None:
+def _hot_and_cold_removal(variant: Variant, seeds: list[int]) -> tuple[float, float] | None:
     """Mean share of the hottest and of the coldest popularity bucket's positions that ``seeds``
-    removed (``det_removal_ratio_b<k>``); None when the rows have no buckets."""
-    last = 0
-    while variant.values(f"det_removal_ratio_b{last + 1}"):
-        last += 1
-    hot, cold = variant.values("det_removal_ratio_b0"), variant.values(f"det_removal_ratio_b{last}")
-    if last == 0 or not all(s in hot and s in cold for s in seeds):
+    removed (``det_removal_ratio_b<k>``); None when the rows have fewer than two buckets."""
+    n = bucket_count([variant])
+    hot, cold = variant.values("det_removal_ratio_b0"), variant.values(f"det_removal_ratio_b{n - 1}")
+    if n < 2 or not all(s in hot and s in cold for s in seeds):
         return None
     return sum(hot[s] for s in seeds) / len(seeds), sum(cold[s] for s in seeds) / len(seeds)
 
@@ -229,25 +227,25 @@ def direction_line(section: Section, title: str, variant: Variant) -> str | None
         return None
     by_seed = ", ".join(f"{auc[s]:.2f} (seed {s})" for s in sorted(auc))
     text = f"- **{section.dataset}, {title}: {variant.backbone} / {variant.label}**: noise-score AUC {by_seed}."
-    groups = [(name, _bucket_removal(variant, seeds)) for name, seeds in (("above", above), ("below", below))]
-    if all(removal is not None for _, removal in groups):
-        parts = [f"seeds {name} chance removed {hot:.0%} of the hottest popularity bucket's positions and "
-                 f"{cold:.0%} of the coldest's" if name == "above" else f"those below, {hot:.0%} and {cold:.0%}"
-                 for name, (hot, cold) in groups]
-        text += " The " + "; ".join(parts) + "."
+    up, down = _hot_and_cold_removal(variant, above), _hot_and_cold_removal(variant, below)
+    if up is not None and down is not None:
+        text += (f" The seeds above chance removed {up[0]:.0%} of the hottest popularity bucket's positions and "
+                 f"{up[1]:.0%} of the coldest's; those below, {down[0]:.0%} and {down[1]:.0%}.")
     return text
+
+
+def _benchmark_sections(by_dataset: dict[str, list[Section]]):
+    """``(dataset, section, title)`` of every section under the ``benchmark`` preset, by dataset."""
+    for dataset in sorted(by_dataset):
+        for section in by_dataset[dataset]:
+            if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) == DEFAULT_PROTOCOL:
+                yield dataset, section, section_title(section, by_dataset[dataset])
 
 
 def direction_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
     """:func:`direction_line` for every validation-chosen variant of the ``benchmark`` sections."""
-    lines = []
-    for dataset in sorted(by_dataset):
-        for section in by_dataset[dataset]:
-            if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
-                continue
-            title = section_title(section, by_dataset[dataset])
-            lines += [line for v in representative_variants(section) if (line := direction_line(section, title, v))]
-    return lines
+    return [line for _, section, title in _benchmark_sections(by_dataset)
+            for v in representative_variants(section) if (line := direction_line(section, title, v))]
 
 
 def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = ()) -> list[str]:
@@ -258,27 +256,23 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
     lines: list[str] = []
     left_out: dict[Supersession, list[str]] = {}  # rule -> "noise: backbone (denoisers)"
     counts = {"better": 0, "worse": 0, "neither": 0, "untested": 0}
-    for dataset in sorted(by_dataset):
-        for section in by_dataset[dataset]:
-            if str(section.setting.get("protocol", DEFAULT_PROTOCOL)) != DEFAULT_PROTOCOL:
+    for dataset, section, title in _benchmark_sections(by_dataset):
+        for backbone, rows in sorted(verdicts(section).items()):
+            rule, rerun = _replaced(section, by_dataset[dataset], backbone, rows, superseded)
+            if rerun:
+                left_out.setdefault(rule, []).append(
+                    f"{section.noise}: {backbone} ({', '.join(v.name for v in rerun)})")
+                rows = [v for v in rows if v not in rerun]
+            if not rows:
                 continue
-            title = section_title(section, by_dataset[dataset])
-            for backbone, rows in sorted(verdicts(section).items()):
-                rule, rerun = _replaced(section, by_dataset[dataset], backbone, rows, superseded)
-                if rerun:
-                    left_out.setdefault(rule, []).append(
-                        f"{section.noise}: {backbone} ({', '.join(v.name for v in rerun)})")
-                    rows = [v for v in rows if v not in rerun]
-                if not rows:
-                    continue
-                line = _backbone_line(section, title, backbone, rows)
-                if rule is not None:
-                    line += f" (A replaced setting, {rule.change()}; these denoisers have not run under the new one.)"
-                lines.append(line)
-                for v in rows:
-                    key = ("better" if v.stat.gain > 0 else "worse") if v.significant else (
-                        "neither" if v.tested else "untested")
-                    counts[key] += 1
+            line = _backbone_line(section, title, backbone, rows)
+            if rule is not None:
+                line += f" (A replaced setting, {rule.change()}; these denoisers have not run under the new one.)"
+            lines.append(line)
+            for v in rows:
+                key = ("better" if v.stat.gain > 0 else "worse") if v.significant else (
+                    "neither" if v.tested else "untested")
+                counts[key] += 1
     if not lines:
         return []
     total = sum(counts.values())

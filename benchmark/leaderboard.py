@@ -21,8 +21,8 @@ from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPO
 from benchmark.findings import findings_lines
 from benchmark.paper_gaps import GapExplanation, evidence_variant, load_gaps
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, build_sections, cell_identity,
-                                chosen_on_validation, dump, fmt_value, matches_cell, mean_of, metric_stat,
+from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count, build_sections,
+                                cell_identity, chosen_on_validation, dump, fmt_value, matches_cell, mean_of, metric_stat,
                                 representative_variants, section_title)
 from benchmark.store import STATUS_NOT_APPLICABLE, STATUS_OK, ResultStore, flatten
 from benchmark.superseded import Supersession, load_superseded
@@ -161,20 +161,11 @@ def render_robustness(sections: list[Section], metric: str = "ndcg@10") -> list[
     return _table(["denoiser", *(f"{100 * r:g}% noise" for r in ratios)], rows, ["---"] + ["---:"] * len(ratios))
 
 
-def _bucket_count(section: Section) -> int:
-    n = 0
-    for v in section.variants:
-        for row in v.runs.values():
-            while f"det_removal_ratio_b{n}" in row and row[f"det_removal_ratio_b{n}"] is not None:
-                n += 1
-    return n
-
-
 def render_detection(section: Section) -> list[str]:
     variants = [v for v in section.variants if v.values("det_flag_rate")]
     if not variants:
         return []
-    nb = _bucket_count(section)
+    nb = bucket_count(section.variants)
     cols = [("det_precision", "precision"), ("det_recall", "recall"), ("det_f1", "F1"),
             ("det_random_expected_f1", "random F1"), ("det_roc_auc", "AUC"), ("det_flag_rate", "flag rate"),
             ("det_noise_rate", "noise rate")]

@@ -357,6 +357,17 @@ def matches_cell(variant: Variant, cell: tuple[str, str]) -> bool:
     return variant.backbone == backbone and (variant.denoiser == denoiser or variant.denoiser.startswith(denoiser + "-"))
 
 
+def bucket_count(variants: list[Variant]) -> int:
+    """How many popularity buckets (``det_removal_ratio_b0..b<n-1>``) the rows of ``variants``
+    record: the most that any row has."""
+    n = 0
+    for v in variants:
+        for row in v.runs.values():
+            while f"det_removal_ratio_b{n}" in row and row[f"det_removal_ratio_b{n}"] is not None:
+                n += 1
+    return n
+
+
 def representative_variants(section: Section) -> list[Variant]:
     """The section's variants minus those a validation choice passed over (where a backbone and
     denoiser ran with several settings, only :func:`chosen_on_validation`'s pick stays)."""

@@ -229,32 +229,33 @@ class ResultStore:
         modification time or size changed (``write`` replaces a file by a new inode), and the
         whole frame rebuilt only when a file did (a grid's dry run asks the store several
         questions; each used to read every file)."""
-        files = self.files()
-        if not files:
-            return pl.DataFrame(schema={"run_id": pl.String, "status": pl.String})
+        empty = pl.DataFrame(schema={"run_id": pl.String, "status": pl.String})
+        root = self.directory.resolve() if self.directory.exists() else self.directory
         keys = []
-        for f in files:
+        for f in self.files():
             try:
                 st = f.stat()
             except FileNotFoundError:  # removed since the listing
                 continue
-            keys.append((f, (st.st_ino, st.st_mtime_ns, st.st_size)))
+            keys.append((root / f.name, (st.st_ino, st.st_mtime_ns, st.st_size)))
         signature = tuple(keys)
-        cached = _FRAMES.get(self.directory.resolve())
+        cached = _FRAMES.get(root)
         if cached is not None and cached[0] == signature:
             return cached[1]
         frames = []
-        for f, stamp in keys:
-            hit = _FILE_ROWS.get(f.resolve())
+        for path, stamp in keys:
+            hit = _FILE_ROWS.get(path)
             if hit is None or hit[0] != stamp:
                 try:
-                    hit = (stamp, pl.read_parquet(f))
+                    hit = (stamp, pl.read_parquet(path))
                 except FileNotFoundError:  # removed since the listing: the next call lists again
                     continue
-                _FILE_ROWS[f.resolve()] = hit
+                _FILE_ROWS[path] = hit
             frames.append(hit[1])
+        if not frames:
+            return empty
         rows = _fill_keys_added_later(pl.concat(frames, how="diagonal_relaxed").lazy()).collect()
-        _FRAMES[self.directory.resolve()] = (signature, rows)
+        _FRAMES[root] = (signature, rows)
         return rows
 
     def frame(self, status: str | None = None) -> pl.DataFrame:
