@@ -68,7 +68,7 @@ class DatasetConfig:
     root: str | None = None  # data root; default $BENCH_DATA, else ~/.cache/dsr-bench
     k_core: int = 0  # iterative user/item k-core (0 = off)
     max_len: int = 50  # model input length (most recent items)
-    split: str = "loo"  # loo | window
+    split: str = "loo"  # loo | loo_valid_in_train (reproduction: validation target also trained on) | window
     window_size: int = 11  # window split: items per window (history + target)
     duplicates: str = "keep"  # keep | drop_consecutive | drop_all (keep the first occurrence)
     text_columns: list[str] = field(default_factory=lambda: ["title"])

@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from benchmark.config import ConfigError, compose, run_id
+from benchmark.metrics import monitor_mode
 from benchmark.protocols import protocol_names
 
 _TOP_KEYS = {"name", "description", "profile", "protocol", "overrides", "datasets", "noise", "backbones", "denoisers",
@@ -377,6 +378,9 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                     cfg = cell.compose()
                     cell.run_id, cell.setting = run_id(cfg), run_setting(cfg)
                     cell.monitor = str(cfg.train.monitor)
+                    if spec.tune_seeds and monitor_mode(cell.monitor) == "min":
+                        raise ConfigError(f"tune_seeds choose settings on train.monitor, here {cell.monitor}; "
+                                          "a choice needs a validation metric")
                 except ConfigError as exc:
                     raise ConfigError(f"{spec.path}: cell '{cell.label}': {exc}") from exc
                 if cell.run_id in seen:

@@ -15,6 +15,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+from benchmark.data.splits import LEAVE_ONE_OUT_SPLITS
 from benchmark.figures import Figure, robustness_lines, write_figures
 from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
                                      PaperResult, results_for)
@@ -181,7 +182,7 @@ def render_detection(section: Section) -> list[str]:
 
 
 def render_paper(section: Section, stats: dict) -> list[str]:
-    refs = results_for(section.dataset, section.noise, str(section.setting.get("dataset.split", "loo")))
+    refs = results_for(section.dataset, section.noise, _split_of(section))
     pairs = [(r, i, v) for r in refs if r.ours for i, v in enumerate(section.variants) if matches_cell(v, r.ours)]
     if not pairs:
         return []
@@ -201,7 +202,9 @@ def render_paper(section: Section, stats: dict) -> list[str]:
 
 
 def _split_of(section: Section) -> str:
-    return str(section.setting.get("dataset.split", "loo"))
+    """The section's split as paper results name it: every leave-one-out variant is ``loo``."""
+    split = str(section.setting.get("dataset.split", "loo"))
+    return "loo" if split in LEAVE_ONE_OUT_SPLITS else split
 
 
 def _preset_of(section: Section) -> str:

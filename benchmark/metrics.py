@@ -38,16 +38,29 @@ def mask_history(scores: torch.Tensor, history: torch.Tensor, targets: torch.Ten
 METRIC_NAMES = ("hr", "ndcg", "mrr")
 
 
+TRAIN_LOSS_MONITOR = "train/loss"
+
+
 def monitored_metric(monitor: str, ks) -> tuple[str, str]:
     """``(metric, logged name)`` of a ``train.monitor`` value such as ``"valid/ndcg@10"``:
     ``("ndcg@10", "valid_ndcg10")``. The name is what early stopping and checkpointing watch.
-    Raises ``ValueError`` unless the value is ``valid/<hr|ndcg|mrr>@<K>`` with K in ``eval.ks``."""
+    ``"train/loss"`` (the epoch's mean training loss, lower is better: how the IADSR reference
+    code stops, for reproduction only) gives ``("loss", "train_loss_mean")``.
+    Raises ``ValueError`` unless the value is ``valid/<hr|ndcg|mrr>@<K>`` with K in ``eval.ks``
+    or ``train/loss``."""
+    if str(monitor) == TRAIN_LOSS_MONITOR:
+        return "loss", "train_loss_mean"
     stage, _, metric = str(monitor).partition("/")
     name, _, k = metric.partition("@")
     if stage != "valid" or name not in METRIC_NAMES or not k.isdigit() or int(k) not in {int(x) for x in ks}:
         raise ValueError(f"train.monitor={monitor!r}: expected valid/<{'|'.join(METRIC_NAMES)}>@K with K one of "
-                         f"eval.ks {list(ks)} (e.g. valid/ndcg@10)")
+                         f"eval.ks {list(ks)} (e.g. valid/ndcg@10), or {TRAIN_LOSS_MONITOR} (reproduction only)")
     return metric, f"valid_{name}{k}"
+
+
+def monitor_mode(monitor: str) -> str:
+    """``"min"`` for the training loss, ``"max"`` for validation metrics (higher is better)."""
+    return "min" if str(monitor) == TRAIN_LOSS_MONITOR else "max"
 
 
 def rank_gains(ranks: torch.Tensor, ks: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,8 +35,9 @@ from pytorch_lightning.callbacks.early_stopping import EarlyStoppingReason
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import run_id, to_dict, validate_against_data
+from benchmark.config import ConfigError, run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
+from benchmark.metrics import monitor_mode
 from benchmark.native_cache import (NativeCache, NativeOutcome, native_key, rng_state, set_rng_state,
                                     transfer_mode)
 from benchmark.provenance import cpu_model, git_commit, library_versions
@@ -175,13 +176,23 @@ class EpochRecorder(FitState):
                 row[key] = float(value)
 
 
+def best_epoch_row(curve: list[dict[str, float]], key: str, mode: str = "max") -> dict[str, float]:
+    """The first epoch row of ``curve`` with the best ``key`` (highest for ``mode="max"``, lowest
+    for ``"min"``); rows without ``key`` never win; ``{}`` when no row has it."""
+    scored = [r for r in curve if key in r]
+    if not scored:
+        return {}
+    pick = max if mode == "max" else min
+    return pick(scored, key=lambda r: r[key])
+
+
 class EpochLines(pl.Callback):
     """One line per training epoch on stderr, for logs where progress bars are off
-    (``logging.epoch_lines``): the epoch, its wall seconds, the watched validation metric and
+    (``logging.epoch_lines``): the epoch, its wall seconds, the watched metric and
     the best so far. Reads ``recorder``, so it must come after it in the callback list."""
 
-    def __init__(self, recorder: EpochRecorder, label: str, watched: str) -> None:
-        self.recorder, self.label, self.watched = recorder, label, watched
+    def __init__(self, recorder: EpochRecorder, label: str, watched: str, mode: str = "max") -> None:
+        self.recorder, self.label, self.watched, self.mode = recorder, label, watched, mode
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if not trainer.is_global_zero or not self.recorder.curve:
@@ -192,7 +203,7 @@ class EpochLines(pl.Callback):
         if self.recorder.epoch_seconds:
             text += f", {self.recorder.epoch_seconds[-1]:.0f} s"
         if self.watched in row:
-            best = max(scored, key=lambda r: r[self.watched])
+            best = best_epoch_row(scored, self.watched, self.mode)
             text += (f", {self.watched} {row[self.watched]:.4f} (best {best[self.watched]:.4f} at epoch "
                      f"{int(best['epoch']) + 1})")
         print(text, file=sys.stderr, flush=True)
@@ -406,12 +417,12 @@ def train_and_test(
     watched = model.monitor_name
     callbacks = [
         recorder,
-        *([EpochLines(recorder, f"run {rid} {backbone_name}", f"valid/{model.monitor_metric}")]
+        *([EpochLines(recorder, f"run {rid} {backbone_name}", model.monitor_key, model.monitor_mode)]
           if cfg.logging.epoch_lines else []),
         ResumePoint(),
-        EarlyStoppingAfterMinEpochs(min_epochs=int(cfg.train.min_epochs), monitor=watched, mode="max",
+        EarlyStoppingAfterMinEpochs(min_epochs=int(cfg.train.min_epochs), monitor=watched, mode=model.monitor_mode,
                                     patience=int(cfg.train.patience)),
-        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=watched, mode="max",
+        pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename="best", monitor=watched, mode=model.monitor_mode,
                                      save_top_k=1, enable_version_counter=False),
         # after "best" (Lightning keeps checkpoint callbacks in this order, after all others), so
         # last.ckpt holds this epoch's early-stopping and best-checkpoint state
@@ -449,7 +460,7 @@ def train_and_test(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     test = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test/")}
     test_opt = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("test_optimistic/")}
-    best_row = max(recorder.curve, key=lambda r: r.get(f"valid/{model.monitor_metric}", -1.0), default={})
+    best_row = best_epoch_row(recorder.curve, model.monitor_key, model.monitor_mode)
     valid = {k.split("/", 1)[1]: v for k, v in best_row.items() if k.startswith("valid/")}
     if trainer.logger is not None and hasattr(trainer.logger, "experiment") and cfg.logging.wandb != "disabled":
         for lg in trainer.loggers:
@@ -509,6 +520,10 @@ def check_sections(cfg: DictConfig) -> None:
     denoiser_cls = DENOISERS.get(cfg.denoiser.name)
     denoiser_cls.check_encoder_names(denoiser_cls.parse_config(to_dict(cfg.denoiser)))
     check_denoiser_supports_processes(denoiser_cls, process_count(cfg.train.devices, str(cfg.train.strategy)))
+    if str(cfg.dataset.split) == "loo_valid_in_train" and monitor_mode(str(cfg.train.monitor)) == "max":
+        raise ConfigError(f"dataset.split=loo_valid_in_train trains on the validation targets, so "
+                          f"train.monitor={cfg.train.monitor} would pick the epoch by in-sample scores; "
+                          f"set train.monitor=train/loss")
 
 
 def execute(cfg: DictConfig, runs_dir: str | Path | None = None, force: bool = False,

@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.config import EvalConfig, NotApplicableError, TrainConfig, validate_section
-from benchmark.metrics import FullRankingMetrics, GroupedRankingMetrics, mask_history, monitored_metric, target_ranks
+from benchmark.metrics import (TRAIN_LOSS_MONITOR, FullRankingMetrics, GroupedRankingMetrics, mask_history,
+                               monitor_mode, monitored_metric, target_ranks)
 from models.losses import item_cross_entropy
 from denoisers.base import Denoiser, IdentityDenoiser, StepContext
 
@@ -98,6 +99,11 @@ class SequentialRecommender(pl.LightningModule):
             )
         self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
         self.monitor_metric, self.monitor_name = monitored_metric(self.train_cfg.monitor, self.eval_cfg.ks)
+        # the monitored value's key in the run's per-epoch curve, and whether lower is better
+        self.monitor_key = TRAIN_LOSS_MONITOR if self.monitor_metric == "loss" else f"valid/{self.monitor_metric}"
+        self.monitor_mode = monitor_mode(self.train_cfg.monitor)
+        # the epoch's batch-size-weighted training loss sum and count (train.monitor=train/loss)
+        self._epoch_loss = torch.zeros(2, dtype=torch.float64)
         self.valid_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics = FullRankingMetrics(self.eval_cfg.ks)
         self.test_metrics_optimistic = FullRankingMetrics(self.eval_cfg.ks, optimistic=True)
@@ -279,7 +285,11 @@ class SequentialRecommender(pl.LightningModule):
         if not torch.isfinite(total):  # before logging: a NaN must not reach the epoch averages
             terms = {k.split("/", 1)[1]: float(v) for k, v in log.items() if k.startswith("train/")}
             raise NonFiniteLossError(self.current_epoch, batch_idx, terms)
-        self.log_dict(log, on_step=False, on_epoch=True, batch_size=ctx.extras["input_items"].shape[0])
+        batch_size = ctx.extras["input_items"].shape[0]
+        self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
+        if self.monitor_key == TRAIN_LOSS_MONITOR:
+            self._epoch_loss = self._epoch_loss.to(total.device)
+            self._epoch_loss += torch.stack([total.detach().double() * batch_size, total.new_tensor(batch_size, dtype=torch.float64)])
         return total
 
     def _eval_scores(self, batch: dict[str, torch.Tensor], stage: str) -> torch.Tensor:
@@ -318,7 +328,13 @@ class SequentialRecommender(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         values = self.valid_metrics.compute()
         self.log_dict({f"valid/{k}": v for k, v in values.items()}, prog_bar=False)
-        self.log(self.monitor_name, values[self.monitor_metric], prog_bar=True)
+        if self.monitor_key == TRAIN_LOSS_MONITOR:
+            # validation runs after the epoch's last training batch, so this is the whole epoch's
+            # mean; Lightning's own epoch mean of train/loss exists only after validation
+            total, count = self._epoch_loss
+            self.log(self.monitor_name, (total / count.clamp(min=1)).float(), prog_bar=True, sync_dist=True)
+        else:
+            self.log(self.monitor_name, values[self.monitor_metric], prog_bar=True)
         self.valid_metrics.reset()
 
     def set_item_buckets(self, bucket_of_item: np.ndarray) -> None:
@@ -347,6 +363,9 @@ class SequentialRecommender(pl.LightningModule):
         self.log_dict(values)
         self.test_metrics.reset()
         self.test_metrics_optimistic.reset()
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def on_train_epoch_end(self) -> None:
         self.denoiser.on_train_epoch_end(self, self.current_epoch)

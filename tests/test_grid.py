@@ -223,6 +223,15 @@ def test_load_grid_errors_name_the_file_and_key(tmp_path, text, key):
     assert str(path) in str(err.value) and f"'{key}'" in str(err.value)
 
 
+def test_tuning_on_the_training_loss_is_refused_with_the_file_named(tmp_path):
+    path = write_grid(tmp_path / "loss.yaml", "datasets: [synthetic]\nbackbones: [gru4rec]\ndenoisers: [said]\n"
+                      "seeds: [0, 1]\ntune_seeds: [0]\ndenoiser_params: {said: {beta: [0.1, 0.2]}}\n"
+                      "overrides: [train.monitor=train/loss]\n")
+    with pytest.raises(ConfigError, match="a choice needs a validation metric") as err:
+        expand(load_grid(path))
+    assert str(path) in str(err.value)
+
+
 def test_shipped_grids_are_valid_and_every_dataset_grid_covers_every_runnable_denoiser():
     specs = {p.stem: load_grid(p) for p in sorted((REPO / "configs" / "grids").glob("*.yaml"))}
     assert {"smoke", "ml100k", "beauty"} <= set(specs)

@@ -10,6 +10,7 @@ from benchmark.data.sequences import Sequences
 from benchmark.data.splits import (
     leave_one_out,
     leave_one_out_index,
+    materialize,
     occurrences,
     sliding_window,
     sliding_window_index,
@@ -61,6 +62,20 @@ def test_leave_one_out_targets_never_leak_into_train():
     rows = zip(valid.users.tolist(), valid.history.to_lists(), valid.targets.tolist(), test.history.to_lists())
     for u, h, vt, th in rows:
         assert by_user[u] == h and th == h + [vt]
+
+
+def test_leave_one_out_with_valid_in_train_trains_on_the_validation_target_only():
+    inter = make_inter([[1, 2, 3, 4], [5, 6], [7, 8, 9]], noise=[[1, 0, 0, 0], [0, 1], [0, 1, 0]])
+    plain = leave_one_out_index(inter.sequences)
+    idx = leave_one_out_index(inter.sequences, valid_in_train=True)
+    train, valid, test = materialize(inter, idx)
+    assert train.to_lists() == [[1, 2, 3], [5, 6], [7, 8]]
+    assert train.noise.tolist() == [1, 0, 0, 0, 1, 0, 1]
+    assert np.isin(idx.valid.targets, idx.train.src).all() and not np.isin(idx.test.targets, idx.train.src).any()
+    for name in ("valid", "test"):
+        a, b = getattr(idx, name), getattr(plain, name)
+        assert a.src.tolist() == b.src.tolist() and a.targets.tolist() == b.targets.tolist()
+    assert test.targets.tolist() == [4, 9] and valid.targets.tolist() == [3, 8]
 
 
 # ----------------------------------------------------------------------------- sliding window
@@ -175,6 +190,19 @@ def test_build_records_protocol_and_caches_per_config(synthetic_loader):
     assert len(a.item_text) == 41 and a.item_text[0] == ""
     assert a.meta["valid_target_noise"].shape == a.valid.targets.shape
     assert a.train.noise is not None and a.test.history.noise is not None
+
+
+def test_build_with_valid_in_train_keeps_noise_and_evaluation_of_plain_leave_one_out(synthetic_loader):
+    noise = NoiseConfig(kind="replace", alpha=0.2, seed=3)
+    plain = build.build_split_data(_cfg(noise=noise))
+    inside = build.build_split_data(_cfg(noise=noise, split="loo_valid_in_train"))
+    assert inside.protocol["split"] == "loo_valid_in_train" and "valid_in_train" in inside.protocol
+    assert inside.protocol["noise_alpha"] == 0.2 and inside.protocol["noise_protect_valid"] is False
+    assert inside.test.targets.tolist() == plain.test.targets.tolist()
+    assert inside.valid.history.to_lists() == plain.valid.history.to_lists()
+    grown = [p + [t] for p, t in zip(plain.valid.history.to_lists(), plain.valid.targets.tolist())]
+    by_user = dict(zip(inside.train.users.tolist(), inside.train.to_lists()))
+    assert [by_user[u] for u in plain.valid.users.tolist()] == grown
 
 
 def test_build_rejects_unknown_split_and_steam_windows(synthetic_loader):

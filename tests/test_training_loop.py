@@ -2,11 +2,12 @@
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
-from benchmark.config import compose, run_id, to_dict
+from benchmark.config import ConfigError, compose, run_id, to_dict
 from benchmark.metrics import monitored_metric
-from benchmark.run import train_and_test
+from benchmark.run import EpochRecorder, build_model_and_data, check_sections, train_and_test
 from denoisers.base import IdentityDenoiser
 from tests.helpers import transition_split
 
@@ -38,9 +39,51 @@ def test_the_monitored_metric_picks_the_best_epoch(tmp_path):
 
 def test_monitor_must_name_a_computed_validation_metric():
     assert monitored_metric("valid/ndcg@10", [5, 10, 20]) == ("ndcg@10", "valid_ndcg10")
-    for bad in ("valid/ndcg@50", "test/hr@10", "valid/recall@10", "ndcg@10"):
+    assert monitored_metric("train/loss", [5, 10, 20]) == ("loss", "train_loss_mean")
+    for bad in ("valid/ndcg@50", "test/hr@10", "valid/recall@10", "ndcg@10", "train/rec_loss"):
         with pytest.raises(ValueError, match="train.monitor"):
             monitored_metric(bad, [5, 10, 20])
+
+
+def test_training_loss_monitor_keeps_the_lowest_loss_epoch_and_stops_when_it_rises(tmp_path):
+    cfg = compose(backbone="gru4rec", overrides=[*FAST, "train.max_epochs=6", "train.lr=0.005",
+                                                 "train.monitor=train/loss", "train.patience=10"])
+    model, _, _, _, recorder, _ = train_and_test(cfg, transition_split(), "gru4rec", IdentityDenoiser(), tmp_path / "a", "t")
+    losses = [r["train/loss"] for r in recorder.curve]
+    assert model.monitor_name == "train_loss_mean" and len(losses) == 6
+    assert model.best_epoch == losses.index(min(losses))
+    # a learning rate that makes the loss climb: the first epoch stays best and patience 2 stops at 3
+    climbing = compose(backbone="gru4rec", overrides=[*FAST, "train.max_epochs=8", "train.lr=5.0",
+                                                      "train.monitor=train/loss", "train.patience=2"])
+    model, _, _, _, recorder, _ = train_and_test(climbing, transition_split(), "gru4rec", IdentityDenoiser(), tmp_path / "b", "t")
+    losses = [r["train/loss"] for r in recorder.curve]
+    assert model.best_epoch == losses.index(min(losses))
+    assert len(losses) == model.best_epoch + 3 < 8
+
+
+def test_monitored_training_loss_is_the_epoch_mean_the_run_records(tmp_path):
+    """Early stopping reads the loss at validation time, before Lightning's own epoch mean of
+    train/loss exists; both must be the same number."""
+    seen = []
+
+    class Watch(pl.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            seen.append(float(trainer.callback_metrics["train_loss_mean"]))
+
+    cfg = compose(backbone="gru4rec", overrides=[*FAST, "train.max_epochs=3", "train.monitor=train/loss"])
+    model, dm = build_model_and_data(cfg, transition_split(), "gru4rec", IdentityDenoiser())
+    recorder = EpochRecorder()
+    trainer = pl.Trainer(max_epochs=3, callbacks=[recorder, Watch()], logger=False, enable_progress_bar=False,
+                         enable_checkpointing=False, num_sanity_val_steps=0, enable_model_summary=False)
+    trainer.fit(model, datamodule=dm)
+    assert seen == pytest.approx([r["train/loss"] for r in recorder.curve], rel=1e-5)
+
+
+def test_valid_in_train_split_refuses_a_validation_monitor():
+    inside = ["dataset.split=loo_valid_in_train"]
+    with pytest.raises(ConfigError, match="train.monitor=train/loss"):
+        check_sections(compose(backbone="gru4rec", overrides=inside))
+    check_sections(compose(backbone="gru4rec", overrides=[*inside, "train.monitor=train/loss"]))
 
 
 def test_min_epochs_at_its_default_keeps_earlier_run_ids():

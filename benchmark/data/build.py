@@ -33,9 +33,10 @@ from benchmark.config import ConfigError, DatasetConfig, data_root
 from benchmark.data.digest import interactions_digest
 from benchmark.data.noise import flip_targets, inject_noise
 from benchmark.data.sequences import SplitData
-from benchmark.data.splits import leave_one_out_index, materialize, occurrences, sliding_window_index
+from benchmark.data.splits import (LEAVE_ONE_OUT_SPLITS, leave_one_out_index, materialize, occurrences,
+                                   sliding_window_index)
 
-SPLITS = ("loo", "window")
+SPLITS = (*LEAVE_ONE_OUT_SPLITS, "window")
 WINDOW_RATIOS = (0.8, 0.1, 0.1)
 
 
@@ -96,10 +97,11 @@ def _load_interactions(cfg: DatasetConfig):
 def _build(cfg: DatasetConfig) -> SplitData:
     inter = _load_interactions(cfg)
     digest = interactions_digest(inter)  # of the data as read, before any noise
-    noisy = inject_noise(inter, cfg.noise, cfg.split)
+    leave_one_out = cfg.split in LEAVE_ONE_OUT_SPLITS
+    noisy = inject_noise(inter, cfg.noise, "loo" if leave_one_out else cfg.split)
     seqs = noisy.sequences
-    if cfg.split == "loo":
-        index = leave_one_out_index(seqs)
+    if leave_one_out:
+        index = leave_one_out_index(seqs, valid_in_train=cfg.split == "loo_valid_in_train")
     else:
         index = sliding_window_index(seqs, cfg.window_size, WINDOW_RATIOS)
     _require_eval_instances(cfg, seqs, len(index.valid.users), len(index.test.users))
@@ -130,7 +132,7 @@ def _require_eval_instances(cfg: DatasetConfig, seqs, n_valid: int, n_test: int)
     if n_valid and n_test:
         return
     longest = int(seqs.lengths.max()) if len(seqs.lengths) else 0
-    need = ("leave-one-out needs users with at least 3 interactions" if cfg.split == "loo" else
+    need = ("leave-one-out needs users with at least 3 interactions" if cfg.split in LEAVE_ONE_OUT_SPLITS else
             f"the window split cuts the windows of dataset.window_size={cfg.window_size} items 8:1:1 by time and "
             "needs at least 10 of them")
     raise ConfigError(f"dataset '{cfg.name}': the {cfg.split} split leaves {n_valid} validation and {n_test} test "
@@ -149,9 +151,11 @@ def _protocol(cfg: DatasetConfig, inter, index, train, meta: dict) -> dict:
         "n_valid": int(len(index.valid.users)), "n_test": int(len(index.test.users)),
         "noise": noise.kind,
     }
-    if cfg.split == "loo":
+    if cfg.split in LEAVE_ONE_OUT_SPLITS:
         p["short_users"] = int(((seqs.lengths > 0) & (seqs.lengths < 3)).sum())
         p["short_user_policy"] = "users with 1-2 items: whole sequence in train, no valid/test instance"
+        if cfg.split == "loo_valid_in_train":
+            p["valid_in_train"] = "training rows run through s_{n-1}: validation metrics are in-sample"
     else:
         p.update(window_size=cfg.window_size, window_ratios=list(WINDOW_RATIOS),
                  window_order="stable sort by time of the last item",
@@ -159,7 +163,7 @@ def _protocol(cfg: DatasetConfig, inter, index, train, meta: dict) -> dict:
     if noise.kind != "none":
         p["noise_seed"] = noise.seed
     if noise.kind == "replace":
-        p.update(noise_alpha=noise.alpha, noise_protect_valid=noise.protect_valid if cfg.split == "loo" else None)
+        p.update(noise_alpha=noise.alpha, noise_protect_valid=noise.protect_valid if cfg.split in LEAVE_ONE_OUT_SPLITS else None)
     elif noise.kind == "steam":
         p.update(noise_keep=noise.keep, noise_delete=noise.delete, noise_insert=noise.insert,
                  noise_deleted=int(len(inter.meta["steam_deleted"]["items"])))

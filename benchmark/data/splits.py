@@ -8,6 +8,8 @@ so noise labels and timestamps travel with every position, and any per-position 
 * :func:`leave_one_out`: train ``s_1..s_{n-2}``; valid history ``s_1..s_{n-2}`` → ``s_{n-1}``;
   test history ``s_1..s_{n-1}`` → ``s_n``. Users with 1 or 2 items have no evaluation
   instance and contribute their whole sequence as a train row; users with 0 items are skipped.
+  Split ``loo_valid_in_train`` (reproduction only) trains on ``s_1..s_{n-1}``: the
+  validation target is also a training target, as in the IADSR reference code.
 * :func:`sliding_window`: LLM4DSR windows (llm4dsr.md §1.5), sorted globally by the time of
   their last item (stable: ties keep user order, then window order), cut 80/10/10 by count
   (``int(T * 0.8)``, ``int(T * 0.9)`` as in the reference). Windows of one item (users with a
@@ -22,6 +24,12 @@ import numpy as np
 
 from benchmark.data.raw import Interactions
 from benchmark.data.sequences import EvalSet, Sequences
+
+
+# loo_valid_in_train: leave-one-out whose training rows run through s_{n-1}, so the validation
+# target is also trained on (the IADSR reference code's data; validation metrics are then
+# in-sample, and a run must stop on its training loss: train.monitor=train/loss)
+LEAVE_ONE_OUT_SPLITS = ("loo", "loo_valid_in_train")
 
 
 @dataclass
@@ -55,12 +63,14 @@ def _ranges(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return np.repeat(starts, lengths) + np.arange(total, dtype=np.int64) - row_start
 
 
-def leave_one_out_index(seqs: Sequences) -> SplitIndex:
-    """Leave-one-out index (see module docstring) for one chronological row per user."""
+def leave_one_out_index(seqs: Sequences, valid_in_train: bool = False) -> SplitIndex:
+    """Leave-one-out index (see module docstring) for one chronological row per user.
+    ``valid_in_train``: training rows run through ``s_{n-1}`` (the validation target is also a
+    training target, as in the IADSR reference code); validation and test rows are unchanged."""
     n = seqs.lengths
     start = seqs.offsets[:-1]
     ev = n >= 3
-    train_len = np.where(ev, n - 2, n)
+    train_len = np.where(ev, n - 1 if valid_in_train else n - 2, n)
     has_train = train_len > 0
     train = Part(_ranges(start[has_train], train_len[has_train]), train_len[has_train], seqs.users[has_train])
     s, m, u = start[ev], n[ev], seqs.users[ev]
