@@ -6,16 +6,18 @@ DCRec, against the plain row of the backbone it modifies), by how much, whether 
 the shared seeds says p < 0.05, and what a training epoch costs against the plain one. Where a
 backbone and denoiser ran with several settings, only the one chosen on validation speaks (as in
 the tables). Under injected noise, a denoiser whose seeds rank the injected items on opposite
-sides of chance is named with each seed's detection AUC (:func:`direction_lines`). Nothing here
-is written by hand: the sentences change when the store does.
+sides of chance is named with each seed's detection AUC (:func:`direction_lines`), and every
+setting whose mask flagged (almost) every position on some seed is listed (:func:`collapse_lines`).
+Nothing here is written by hand: the sentences change when the store does.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count, instance_control_of,
-                                 mean_of, metric_stat, representative_variants, section_title, trained_instances)
+from benchmark.sections import (COLLAPSED_FLAG_RATE, SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count,
+                                collapsed_seeds, instance_control_of, mean_of, metric_stat, representative_variants,
+                                section_title, trained_instances)
 from benchmark.superseded import Supersession
 
 
@@ -234,6 +236,35 @@ def direction_line(section: Section, title: str, variant: Variant) -> str | None
     return text
 
 
+def collapse_line(section: Section, title: str, variant: Variant, chosen: bool) -> str | None:
+    """One sentence when some of ``variant``'s seeds flag (almost) every training position
+    (:func:`~benchmark.sections.collapsed_seeds`): their flag rates, and their mean test NDCG@10
+    beside the other seeds'. ``chosen``: validation chose this variant (or it had no rival)."""
+    down = collapsed_seeds(variant)
+    if not down:
+        return None
+    rates, ndcg = variant.values("det_flag_rate"), variant.values("test_ndcg@10")
+    rest = [s for s in sorted(rates) if s not in down]
+    text = (f"- **{section.dataset}, {title}: {variant.backbone} / {variant.label}**"
+            f"{' (the row validation chose)' if chosen else ''}: seed{'s' if len(down) > 1 else ''} "
+            f"{', '.join(str(s) for s in down)} of {len(rates)} flagged "
+            f"{', '.join(f'{rates[s]:.1%}' for s in down)} of the positions")
+    if rest and all(s in ndcg for s in down + rest):
+        text += (f"; test NDCG@10 {sum(ndcg[s] for s in down) / len(down):.4f} there against "
+                 f"{sum(ndcg[s] for s in rest) / len(rest):.4f} for the other seeds")
+    return text + "."
+
+
+def collapse_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
+    """:func:`collapse_line` for every variant of the ``benchmark`` sections, tuning candidates
+    included (a setting that collapses is a finding whether or not validation chose it)."""
+    out = []
+    for _, section, title in _benchmark_sections(by_dataset):
+        chosen = {id(v) for v in representative_variants(section)}
+        out += [line for v in section.variants if (line := collapse_line(section, title, v, id(v) in chosen))]
+    return out
+
+
 def _benchmark_sections(by_dataset: dict[str, list[Section]]):
     """``(dataset, section, title)`` of every section under the ``benchmark`` preset, by dataset."""
     for dataset in sorted(by_dataset):
@@ -297,6 +328,11 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
                 f"noise scores rank the injected items above chance (ROC AUC >= {0.5 + DIRECTION_MARGIN:g}) and "
                 f"another's below it (<= {0.5 - DIRECTION_MARGIN:g}), so which items the method removes depends on "
                 "the seed as much as on the data.", "", *flips, ""]
+    collapsed = collapse_lines(by_dataset)
+    if collapsed:
+        out += [f"Masks that collapse: rows where a seed's method flagged at least {COLLAPSED_FLAG_RATE:.0%} of the "
+                "training positions as noise, so its detection scores say nothing about which items are noise.", "",
+                *collapsed, ""]
     if left_out:
         out += ["Left out above: rows under a training setting that a later grid replaced "
                 "(`configs/superseded.yaml`) whose backbone and denoiser ran again under the replacement. "

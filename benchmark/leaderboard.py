@@ -22,9 +22,9 @@ from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPO
 from benchmark.findings import findings_lines
 from benchmark.paper_gaps import GapExplanation, evidence_variant, load_gaps
 from benchmark.protocols import DEFAULT_PROTOCOL
-from benchmark.sections import (SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count, build_sections,
-                                cell_identity, chosen_on_validation, dump, fmt_value, matches_cell, mean_of, metric_stat,
-                                representative_variants, section_title)
+from benchmark.sections import (COLLAPSED_FLAG_RATE, SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count,
+                                build_sections, cell_identity, chosen_on_validation, collapsed_seeds, dump, fmt_value,
+                                matches_cell, mean_of, metric_stat, representative_variants, section_title)
 from benchmark.store import STATUS_NOT_APPLICABLE, STATUS_OK, ResultStore, flatten
 from benchmark.superseded import Supersession, load_superseded
 
@@ -171,14 +171,15 @@ def render_detection(section: Section) -> list[str]:
             ("det_random_expected_f1", "random F1"), ("det_roc_auc", "AUC"), ("det_flag_rate", "flag rate"),
             ("det_noise_rate", "noise rate")]
     cols += [(f"det_removal_ratio_b{b}", f"removed b{b}") for b in range(nb)]
-    header = ["backbone", "denoiser", "n"] + [c[1] for c in cols] + ["AUC by seed"]
+    header = ["backbone", "denoiser", "n"] + [c[1] for c in cols] + ["AUC by seed", "seeds flagging all"]
     rows = []
     for v in variants:
         means = [_f4(mean_of(v, col)) for col, _ in cols]
         auc = v.values("det_roc_auc")
         by_seed = ", ".join(f"{auc[s]:.2f}" for s in sorted(auc)) or "—"
-        rows.append([v.backbone, _esc(v.label), str(len(v.values("det_flag_rate"))), *means, by_seed])
-    return _table(header, rows, ["---", "---", "---:"] + ["---:"] * len(cols) + ["---"])
+        collapsed = ", ".join(str(s) for s in collapsed_seeds(v)) or "—"
+        rows.append([v.backbone, _esc(v.label), str(len(v.values("det_flag_rate"))), *means, by_seed, collapsed])
+    return _table(header, rows, ["---", "---", "---:"] + ["---:"] * len(cols) + ["---", "---"])
 
 
 def render_paper(section: Section, stats: dict) -> list[str]:
@@ -445,7 +446,9 @@ def render_dataset(dataset: str, sections: list[Section], figures: list[Figure] 
                         "F1 of a random remover at the same flag rate; AUC = ROC AUC of the method's noise scores "
                         "against the injected labels (0.5 = chance; comparable across flag rates); removed b<k> = share "
                         "of popularity bucket k's positions flagged (equal-frequency buckets, b0 hottest); AUC by "
-                        "seed = each seed's AUC in seed order.",
+                        "seed = each seed's AUC in seed order; seeds flagging all = seeds whose method flagged at "
+                        f"least {COLLAPSED_FLAG_RATE:.0%} of the positions (a collapsed mask: it no longer separates "
+                        "noise from signal).",
                         render_detection(s))
         lines += _block("### Paper vs ours",
                         "Numbers another paper obtained with its own runs and protocol (protocol.md §8); ours = mean "

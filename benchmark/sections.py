@@ -368,6 +368,17 @@ def bucket_count(variants: list[Variant]) -> int:
     return n
 
 
+# a seed whose mask flags at least this share of the training positions as noise has collapsed:
+# it no longer tells noise from signal (IADSR's Gumbel-sigmoid gates can all close)
+COLLAPSED_FLAG_RATE = 0.99
+
+
+def collapsed_seeds(variant: Variant) -> list[int]:
+    """Seeds of ``variant`` whose flag rate (``det_flag_rate``) is at least COLLAPSED_FLAG_RATE."""
+    rates = variant.values("det_flag_rate")
+    return [s for s in sorted(rates) if rates[s] >= COLLAPSED_FLAG_RATE]
+
+
 def representative_variants(section: Section) -> list[Variant]:
     """The section's variants minus those a validation choice passed over (where a backbone and
     denoiser ran with several settings, only :func:`chosen_on_validation`'s pick stays)."""

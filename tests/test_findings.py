@@ -217,3 +217,18 @@ def test_a_denoiser_whose_seeds_detect_noise_in_opposite_directions_is_named_wit
     assert flips == ["- **ml-100k, replace α=0.1: gru4rec / semantic-outlier**: noise-score AUC 0.70 (seed 0), "
                      "0.30 (seed 1), 0.72 (seed 2). The seeds above chance removed 2% of the hottest popularity "
                      "bucket's positions and 10% of the coldest's; those below, 50% and 1%."]
+
+
+def test_a_setting_whose_mask_flags_every_position_on_a_seed_is_listed_with_its_seeds(tmp_path):
+    store = build_store(tmp_path / "store")
+    rows = store.frame(status="ok").to_dicts()
+    assert not [ln for ln in findings_lines(build_sections(rows)) if "flagged" in ln]
+    for r in rows:  # seed 2 of the noisy semantic-outlier row flags every position
+        if r["denoiser.name"] == "semantic-outlier" and r["dataset.noise.kind"] == "replace" and r["seed"] == 2:
+            r["det_flag_rate"] = 1.0
+    collapsed = [ln for ln in findings_lines(build_sections(rows)) if "flagged" in ln]
+    ndcg = {r["seed"]: r["test_ndcg@10"] for r in rows
+            if r["denoiser.name"] == "semantic-outlier" and r["dataset.noise.kind"] == "replace"}
+    assert collapsed == [f"- **ml-100k, replace α=0.1: gru4rec / semantic-outlier** (the row validation chose): seed 2 "
+                         f"of 3 flagged 100.0% of the positions; test NDCG@10 {ndcg[2]:.4f} there against "
+                         f"{(ndcg[0] + ndcg[1]) / 2:.4f} for the other seeds."]
