@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.config import ConfigError, run_id, to_dict, validate_against_data
 from benchmark.data.sequences import SplitData
+from benchmark.data.splits import VALID_IN_TRAIN_SPLIT
 from benchmark.metrics import monitor_mode
 from benchmark.native_cache import (NativeCache, NativeOutcome, native_key, rng_state, set_rng_state,
                                     transfer_mode)
@@ -198,12 +199,11 @@ class EpochLines(pl.Callback):
         if not trainer.is_global_zero or not self.recorder.curve:
             return
         row = self.recorder.curve[-1]
-        scored = [r for r in self.recorder.curve if self.watched in r]
         text = f"{self.label}: epoch {int(row['epoch']) + 1}/{trainer.max_epochs}"
         if self.recorder.epoch_seconds:
             text += f", {self.recorder.epoch_seconds[-1]:.0f} s"
         if self.watched in row:
-            best = best_epoch_row(scored, self.watched, self.mode)
+            best = best_epoch_row(self.recorder.curve, self.watched, self.mode)
             text += (f", {self.watched} {row[self.watched]:.4f} (best {best[self.watched]:.4f} at epoch "
                      f"{int(best['epoch']) + 1})")
         print(text, file=sys.stderr, flush=True)
@@ -520,8 +520,8 @@ def check_sections(cfg: DictConfig) -> None:
     denoiser_cls = DENOISERS.get(cfg.denoiser.name)
     denoiser_cls.check_encoder_names(denoiser_cls.parse_config(to_dict(cfg.denoiser)))
     check_denoiser_supports_processes(denoiser_cls, process_count(cfg.train.devices, str(cfg.train.strategy)))
-    if str(cfg.dataset.split) == "loo_valid_in_train" and monitor_mode(str(cfg.train.monitor)) == "max":
-        raise ConfigError(f"dataset.split=loo_valid_in_train trains on the validation targets, so "
+    if str(cfg.dataset.split) == VALID_IN_TRAIN_SPLIT and monitor_mode(str(cfg.train.monitor)) == "max":
+        raise ConfigError(f"dataset.split={VALID_IN_TRAIN_SPLIT} trains on the validation targets, so "
                           f"train.monitor={cfg.train.monitor} would pick the epoch by in-sample scores; "
                           f"set train.monitor=train/loss")
 

@@ -100,7 +100,7 @@ class SequentialRecommender(pl.LightningModule):
         self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
         self.monitor_metric, self.monitor_name = monitored_metric(self.train_cfg.monitor, self.eval_cfg.ks)
         # the monitored value's key in the run's per-epoch curve, and whether lower is better
-        self.monitor_key = TRAIN_LOSS_MONITOR if self.monitor_metric == "loss" else f"valid/{self.monitor_metric}"
+        self.monitor_key = str(self.train_cfg.monitor)  # "valid/ndcg@10", "train/loss": as the curve names them
         self.monitor_mode = monitor_mode(self.train_cfg.monitor)
         # the epoch's batch-size-weighted training loss sum and count (train.monitor=train/loss)
         self._epoch_loss = torch.zeros(2, dtype=torch.float64)
@@ -288,7 +288,6 @@ class SequentialRecommender(pl.LightningModule):
         batch_size = ctx.extras["input_items"].shape[0]
         self.log_dict(log, on_step=False, on_epoch=True, batch_size=batch_size)
         if self.monitor_key == TRAIN_LOSS_MONITOR:
-            self._epoch_loss = self._epoch_loss.to(total.device)
             self._epoch_loss += torch.stack([total.detach().double() * batch_size, total.new_tensor(batch_size, dtype=torch.float64)])
         return total
 

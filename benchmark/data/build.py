@@ -33,8 +33,8 @@ from benchmark.config import ConfigError, DatasetConfig, data_root
 from benchmark.data.digest import interactions_digest
 from benchmark.data.noise import flip_targets, inject_noise
 from benchmark.data.sequences import SplitData
-from benchmark.data.splits import (LEAVE_ONE_OUT_SPLITS, leave_one_out_index, materialize, occurrences,
-                                   sliding_window_index)
+from benchmark.data.splits import (LEAVE_ONE_OUT_SPLITS, VALID_IN_TRAIN_SPLIT, leave_one_out_index, materialize,
+                                   occurrences, sliding_window_index)
 
 SPLITS = (*LEAVE_ONE_OUT_SPLITS, "window")
 WINDOW_RATIOS = (0.8, 0.1, 0.1)
@@ -101,7 +101,7 @@ def _build(cfg: DatasetConfig) -> SplitData:
     noisy = inject_noise(inter, cfg.noise, "loo" if leave_one_out else cfg.split)
     seqs = noisy.sequences
     if leave_one_out:
-        index = leave_one_out_index(seqs, valid_in_train=cfg.split == "loo_valid_in_train")
+        index = leave_one_out_index(seqs, valid_in_train=cfg.split == VALID_IN_TRAIN_SPLIT)
     else:
         index = sliding_window_index(seqs, cfg.window_size, WINDOW_RATIOS)
     _require_eval_instances(cfg, seqs, len(index.valid.users), len(index.test.users))
@@ -154,7 +154,7 @@ def _protocol(cfg: DatasetConfig, inter, index, train, meta: dict) -> dict:
     if cfg.split in LEAVE_ONE_OUT_SPLITS:
         p["short_users"] = int(((seqs.lengths > 0) & (seqs.lengths < 3)).sum())
         p["short_user_policy"] = "users with 1-2 items: whole sequence in train, no valid/test instance"
-        if cfg.split == "loo_valid_in_train":
+        if cfg.split == VALID_IN_TRAIN_SPLIT:
             p["valid_in_train"] = "training rows run through s_{n-1}: validation metrics are in-sample"
     else:
         p.update(window_size=cfg.window_size, window_ratios=list(WINDOW_RATIOS),

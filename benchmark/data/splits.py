@@ -29,7 +29,8 @@ from benchmark.data.sequences import EvalSet, Sequences
 # loo_valid_in_train: leave-one-out whose training rows run through s_{n-1}, so the validation
 # target is also trained on (the IADSR reference code's data; validation metrics are then
 # in-sample, and a run must stop on its training loss: train.monitor=train/loss)
-LEAVE_ONE_OUT_SPLITS = ("loo", "loo_valid_in_train")
+VALID_IN_TRAIN_SPLIT = "loo_valid_in_train"
+LEAVE_ONE_OUT_SPLITS = ("loo", VALID_IN_TRAIN_SPLIT)
 
 
 @dataclass
