@@ -100,7 +100,6 @@ class Cell:
     overrides: list[str]
     own: tuple[str, ...] = ()  # the backbone's, denoiser's and include entry's own overrides, shown in the label
     setting: tuple[str, ...] = ()  # the resolved config's values at _SETTING_KEYS (expand fills it)
-    monitor: str = "valid/ndcg@10"  # the resolved train.monitor: the metric a tuning choice compares
 
     def compose(self):
         """The cell's resolved run config (``DictConfig``)."""
@@ -112,6 +111,11 @@ class Cell:
         params = ",".join([*(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items())), *self.own])
         den = f"{self.denoiser}({params})" if params else self.denoiser
         return f"{self.dataset} | {self.noise} | {self.backbone} | {den} | seed {self.seed}"
+
+    @property
+    def monitor(self) -> str:
+        """The resolved ``train.monitor``: the metric a tuning choice compares."""
+        return setting_value(self.setting, "train.monitor")
 
 
 def _fmt(value: Any) -> str:
@@ -377,7 +381,6 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
                 try:
                     cfg = cell.compose()
                     cell.run_id, cell.setting = run_id(cfg), run_setting(cfg)
-                    cell.monitor = str(cfg.train.monitor)
                     if spec.tune_seeds and monitor_mode(cell.monitor) == "min":
                         raise ConfigError(f"tune_seeds choose settings on train.monitor, here {cell.monitor}; "
                                           "a choice needs a validation metric")
@@ -471,6 +474,12 @@ class TimeEstimate:
 # what sets a run's length besides its dataset, backbone and denoiser: config key (= store column), and the
 # value a store row without the column had
 _SETTING_KEYS = (("protocol", "benchmark"), ("train.train_instances", "auto"), ("train.monitor", "valid/ndcg@10"))
+
+
+def setting_value(setting: tuple[str, ...], key: str) -> str:
+    """The value at ``key`` (one of ``_SETTING_KEYS``) of a ``run_setting`` tuple; its default when empty."""
+    index, default = next((i, d) for i, (k, d) in enumerate(_SETTING_KEYS) if k == key)
+    return setting[index] if setting else default
 
 
 def run_setting(cfg) -> tuple[str, ...]:
