@@ -473,7 +473,8 @@ class TimeEstimate:
 
 # what sets a run's length besides its dataset, backbone and denoiser: config key (= store column), and the
 # value a store row without the column had
-_SETTING_KEYS = (("protocol", "benchmark"), ("train.train_instances", "auto"), ("train.monitor", "valid/ndcg@10"))
+_SETTING_KEYS = (("protocol", "benchmark"), ("train.train_instances", "auto"), ("train.monitor", "valid/ndcg@10"),
+                 ("train.max_epochs", "300"))
 
 
 def setting_value(setting: tuple[str, ...], key: str) -> str:
@@ -483,7 +484,8 @@ def setting_value(setting: tuple[str, ...], key: str) -> str:
 
 
 def run_setting(cfg) -> tuple[str, ...]:
-    """A resolved run config's protocol preset, training instances and stopping metric (``_SETTING_KEYS``)."""
+    """A resolved run config's protocol preset, training instances, stopping metric and epoch budget
+    (``_SETTING_KEYS``)."""
     from omegaconf import OmegaConf
 
     return tuple(str(OmegaConf.select(cfg, key, default=default)) for key, default in _SETTING_KEYS)
@@ -493,8 +495,8 @@ def estimate_seconds(cells: list[Cell], frame) -> dict[str, TimeEstimate]:
     """``run_id -> TimeEstimate`` for the cells whose time the store can tell.
 
     ``frame`` is ``ResultStore.frame("ok")``. A run's time is its data + denoise + fit seconds;
-    runs match a cell on dataset, backbone, denoiser, protocol preset, training instances and
-    stopping metric (training on the loss runs far longer),
+    runs match a cell on dataset, backbone, denoiser, protocol preset, training instances,
+    stopping metric and epoch budget (training on the loss runs far longer),
     and the cell's estimate is their median. Failing that, a denoised cell is scaled: the median
     of the matching plain-backbone runs times the median ratio denoiser / plain over the
     settings holding both, those with the cell's backbone first, any backbone when there are

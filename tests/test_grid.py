@@ -458,9 +458,10 @@ def test_dry_run_estimates_time_from_finished_runs_of_the_same_dataset_backbone_
 def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_under_the_same_setting():
     from benchmark.grid import Cell, TimeEstimate, estimate_seconds
 
-    def row(dataset, backbone, denoiser, seconds, protocol="benchmark", instances="auto", monitor=None):
+    def row(dataset, backbone, denoiser, seconds, protocol="benchmark", instances="auto", monitor=None, epochs=300):
         return {"dataset.name": dataset, "backbone.name": backbone, "denoiser.name": denoiser, "protocol": protocol,
-                "train.train_instances": instances, "train.monitor": monitor, "data_seconds": 0.0,
+                "train.train_instances": instances, "train.monitor": monitor, "train.max_epochs": epochs,
+                "data_seconds": 0.0,
                 "denoise_seconds": None, "fit_seconds": seconds}
 
     frame = pl.DataFrame([
@@ -468,7 +469,8 @@ def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_und
         row("ml-100k", "sasrec", "hsd", 9.0, "iadsr-paper", "last_only"),  # no plain twin: no ratio from it
         row("beauty", "sasrec", "none", 200.0), row("beauty", "sasrec", "none", 400.0),
         row("beauty", "sasrec", "none", 10.0, "iadsr-paper", "last_only"), row("beauty", "caser", "none", 100.0),
-        row("beauty", "caser", "none", 900.0, monitor="train/loss")])  # stopping on the loss runs longer
+        row("beauty", "caser", "none", 900.0, monitor="train/loss"),  # stopping on the loss runs longer
+        row("beauty", "caser", "none", 2500.0, monitor="train/loss", epochs=1000)])  # and longer with more epochs
 
     def cell(backbone, denoiser, *overrides):  # no setting given: estimate_seconds composes the config
         return Cell(0, f"{backbone}-{denoiser}-{len(overrides)}", "beauty", backbone, denoiser, 0, "clean", {},
@@ -476,22 +478,24 @@ def test_time_estimate_scales_the_plain_run_by_the_denoisers_cost_ratio_seen_und
 
     cells = [cell("sasrec", "none"), cell("sasrec", "none", "protocol=iadsr-paper", "train.train_instances=last_only"),
              cell("sasrec", "hsd"), cell("caser", "hsd"), cell("gru4rec", "hsd"), cell("sasrec", "said"),
-             cell("caser", "none", "train.monitor=train/loss")]
+             cell("caser", "none", "train.monitor=train/loss"),
+             cell("caser", "none", "train.monitor=train/loss", "train.max_epochs=1000")]
     assert estimate_seconds(cells, frame) == {
         "sasrec-none-0": TimeEstimate(300.0, 2),  # median of the two plain benchmark runs
         "sasrec-none-2": TimeEstimate(10.0, 1),  # the one-instance preset's run, not the benchmark ones
         "sasrec-hsd-0": TimeEstimate(1500.0, 3, scaled=True),  # 300 s x 5
         "caser-hsd-0": TimeEstimate(500.0, 2, scaled=True),  # no caser ratio: sasrec's
         "caser-none-1": TimeEstimate(900.0, 1),  # a row without train.monitor stopped on validation
+        "caser-none-2": TimeEstimate(2500.0, 1),  # the 1000-epoch budget's run, not the 300-epoch one
     }  # gru4rec: no plain run on beauty; said: no ratio anywhere
 
 
 def test_cell_setting_comes_from_the_resolved_config_including_a_denoisers_own_training_instances(tmp_path):
     text = GRID.replace("denoisers: [none, semantic-outlier]", "denoisers: [none, iadsr-reference]")
     cells = {(c.backbone, c.denoiser): c for c in expand(load_grid(write_grid(tmp_path / "g.yaml", text)))}
-    assert cells["gru4rec", "none"].setting == ("benchmark", "auto", "valid/ndcg@10")
+    assert cells["gru4rec", "none"].setting == ("benchmark", "auto", "valid/ndcg@10", "2")  # the smoke profile's budget
     # iadsr-reference sets train.train_instances in its own config, not through a grid override
-    assert cells["gru4rec", "iadsr-reference"].setting == ("benchmark", "last_only", "valid/ndcg@10")
+    assert cells["gru4rec", "iadsr-reference"].setting == ("benchmark", "last_only", "valid/ndcg@10", "2")
 
 
 # ------------------------------------------------------------------ one process per run directory

@@ -195,13 +195,13 @@ def main(args) -> int:
             print(stale_text_line(spec.name, len(stale), args.redo_stale_text))
         if p.todo and not expected:
             print("expected time: no finished runs with the same dataset, backbone, denoiser, protocol, "
-                  "training instances and stopping metric, nor a plain run to scale, to estimate from")
+                  "training instances, stopping metric and epoch budget, nor a plain run to scale, to estimate from")
         elif p.todo:
             total = sum(e.seconds for e in expected.values())
             scaled = sum(e.scaled for e in expected.values())
             print(f"expected time of the cells to run: ~{format_duration(total)} for {len(expected)} of {len(p.todo)}, "
                   f"one worker ({len(expected) - scaled} from the median wall time of finished runs with the same "
-                  f"dataset, backbone, denoiser, protocol, training instances and stopping metric; {scaled} scaled: "
+                  f"dataset, backbone, denoiser, protocol, training instances, stopping metric and epoch budget; {scaled} scaled: "
                   f"the matching plain runs' time times the denoiser's cost ratio where both ran; {len(p.todo) - len(expected)} with "
                   f"neither)")
         waiting = [c for c in cells if held.get(c.run_id) == "waiting"]
