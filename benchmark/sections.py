@@ -21,6 +21,7 @@ import numpy as np
 from scipy.stats import ttest_rel
 
 from benchmark.config import fill_added_keys
+from benchmark.metrics import monitor_mode
 from benchmark.store import flatten, is_stale_text_row, text_vector_denoisers, monitor_column as store_monitor_column
 
 SIGNIFICANCE = 0.05
@@ -331,7 +332,11 @@ def chosen_on_validation(section: Section) -> list[Choice]:
     (a plain backbone on prefix instances, the control of :func:`instance_control_of`) are another
     protocol, not another setting, so they do not compete. Only variants that ran every seed any
     of them ran compete (a mean over fewer seeds is not comparable); ties go to the first label in
-    sort order. Test metrics play no part."""
+    sort order. Test metrics play no part. A section stopped on the training loss has no choice
+    (the grid refuses to tune on it): losses of different settings are not comparable, so every
+    variant stands as its own row."""
+    if monitor_mode(str(section.setting.get("train.monitor") or "valid/ndcg@10")) != "max":
+        return []
     column = monitor_column(section)
     groups: dict[tuple[str, str, str | None], list[Variant]] = {}
     for v in section.variants:

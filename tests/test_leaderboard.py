@@ -521,3 +521,22 @@ def test_findings_sum_up_the_robustness_figure_against_plain_at_the_highest_nois
     assert "plain test NDCG@10 falls from 0.1100 at 0% injected noise to 0.0850 at 10% (-22.7%)" in line
     p = paired_pvalue({0: 0.09, 1: 0.10, 2: 0.097}, {0: 0.08, 1: 0.09, 2: 0.085})
     assert p < 0.05 and f"semantic-outlier +12.5% (p = {p:.3f}; significantly above plain at 10%)" in line
+
+
+def test_a_section_stopped_on_training_loss_chooses_no_setting_and_keeps_every_variant(tmp_path):
+    from benchmark.sections import chosen_on_validation, representative_variants
+
+    store = ResultStore(tmp_path / "store")
+    for loss, ndcg in (("auto", 0.20), ("inbatch_tanh", 0.10)):
+        for seed in SEEDS:
+            row = result(0.0, "sasrec", "none", None, seed, ndcg)
+            row["config"]["train"].update(monitor="train/loss", loss=loss)
+            row["run_id"] += loss[:3]
+            store.write(result_row(row, grid="fixture"))
+    section = build_sections(store.frame("ok").to_dicts())["ml-100k"][0]
+    assert len(section.variants) == 2
+    assert chosen_on_validation(section) == []
+    assert len(representative_variants(section)) == 2
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    md = (tmp_path / "out" / "ml-100k.md").read_text()
+    assert "Hyperparameters chosen on validation" not in md.split("## clean\n", 1)[1].split("\n## ", 1)[0]
