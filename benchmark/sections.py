@@ -311,10 +311,16 @@ def metric_stat(variant: Variant, column: str, base: Variant | None) -> Stat:
 
 
 # ----------------------------------------------------------------------------- model selection
+def section_monitor(section: Section) -> str:
+    """The ``train.monitor`` the section's runs stopped on (rows stored before the key existed
+    stopped on ``valid/ndcg@10``)."""
+    return str(section.setting.get("train.monitor") or "valid/ndcg@10")
+
+
 def monitor_column(section: Section) -> str:
     """Store column of the validation metric the section's runs early-stopped on, e.g.
     ``train.monitor = "valid/ndcg@10"`` -> ``"valid_ndcg@10"``."""
-    return store_monitor_column(str(section.setting.get("train.monitor") or "valid/ndcg@10"))
+    return store_monitor_column(section_monitor(section))
 
 
 @dataclass
@@ -335,7 +341,7 @@ def chosen_on_validation(section: Section) -> list[Choice]:
     sort order. Test metrics play no part. A section stopped on the training loss has no choice
     (the grid refuses to tune on it): losses of different settings are not comparable, so every
     variant stands as its own row."""
-    if monitor_mode(str(section.setting.get("train.monitor") or "valid/ndcg@10")) != "max":
+    if monitor_mode(section_monitor(section)) != "max":
         return []
     column = monitor_column(section)
     groups: dict[tuple[str, str, str | None], list[Variant]] = {}
