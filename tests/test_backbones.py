@@ -31,10 +31,54 @@ def test_backbone_learns_a_planted_transition(name, tmp_path: Path):
     assert test["hr@10"] > 0.9
 
 
-@pytest.mark.parametrize("name", ["gru4rec", "sasrec", "caser"])
-def test_causal_backbones_never_see_the_future(name):
+# the GRU of the IADSR authors' code (specs/iadsr.md §3), as configs/grids/iadsr-paper-beauty-reference-gru.yaml sets it
+REFERENCE_GRU = {"tied_output": False, "gru_bias": True, "learned_padding": True, "xavier_init": False, "dropout": 0.0,
+                 "num_layers": 2}
+
+
+def test_reference_gru_learns_a_planted_transition(tmp_path: Path):
+    split = transition_split()
+    cfg = compose(backbone="gru4rec", overrides=[
+        "train.max_epochs=15", "train.patience=20", "logging.wandb=disabled", "logging.progress=false",
+        "logging.csv=false", "dataset.max_len=10", "train.batch_size=64", "train.lr=0.005",
+        *[f"backbone.{k}={v}" for k, v in REFERENCE_GRU.items()]])
+    pl.seed_everything(0)
+    _, _, test, _, _, _ = train_and_test(cfg, split, "gru4rec", IdentityDenoiser(), tmp_path, "t")
+    assert test["hr@10"] > 0.9
+
+
+def test_reference_gru_scores_with_its_own_output_layer_and_bias():
     torch.manual_seed(0)
-    model = make_model(name).eval()
+    model = make_model("gru4rec", **REFERENCE_GRU).eval()
+    items = torch.randint(1, 31, (3, 10))
+    with torch.no_grad():
+        state = model.user_state(model.encode(model.embed(items), items == 0))
+        scores = model.score(state)
+    assert state.shape == (3, 128)  # the GRU's hidden size: no projection back to the embedding size
+    expected = state @ model.output.weight.T + model.output.bias
+    assert torch.allclose(scores[:, 1:], expected[:, 1:], atol=1e-6)
+    assert (scores[:, 0] == float("-inf")).all()
+
+
+def test_learned_padding_shapes_the_state_and_survives_trimmed_batches():
+    """The reference GRU reads a trainable id-0 row at padding slots: the padding row changes
+    the user state, and a batch trimmed of its leading padding gets the same states."""
+    torch.manual_seed(0)
+    model = make_model("gru4rec", **REFERENCE_GRU).eval()
+    items = torch.tensor([[0, 0, 0, 0, 0, 4, 5, 6, 7, 8], [0, 0, 0, 1, 2, 3, 4, 5, 6, 7]])
+    with torch.no_grad():
+        full = model.encode(model.embed(items), items == 0)
+        trimmed = model.encode(model.embed(items[:, 3:]), items[:, 3:] == 0)
+        assert torch.allclose(trimmed, full[:, 3:], atol=1e-6)
+        model.item_embedding.weight[0] += 1.0
+        moved = model.encode(model.embed(items), items == 0)
+    assert not torch.allclose(moved[:, -1], full[:, -1], atol=1e-4)
+
+
+@pytest.mark.parametrize("name,overrides", [("gru4rec", {}), ("gru4rec", REFERENCE_GRU), ("sasrec", {}), ("caser", {})])
+def test_causal_backbones_never_see_the_future(name, overrides):
+    torch.manual_seed(0)
+    model = make_model(name, **overrides).eval()
     items = torch.randint(1, 31, (4, 10))
     items[:, :2] = 0  # left padding
     changed = items.clone()
