@@ -390,7 +390,8 @@ def test_unknown_text_encoder_lists_backends_and_presets(capsys):
     ("eval.k=[5]", "unknown key 'eval.k'; did you mean 'eval.ks'?"),
     ("sed=3", "unknown key 'sed'; did you mean 'seed'? Valid keys of the run config:"),
     ("backbone.hiden_size=32", "backbone 'gru4rec': unknown key 'backbone.hiden_size'; did you mean 'backbone.hidden_size'? "
-                               "Valid keys of backbone: dropout, embedding_size, hidden_size, num_layers"),
+                               "Valid keys of backbone: dropout, embedding_size, gru_bias, hidden_size, learned_padding, "
+                               "num_layers, tied_output, xavier_init"),
     ("train.lr=abc", "train.lr: 'abc' is not a float"),
     ("train.batch_size=1.5", "train.batch_size: '1.5' is not an integer"),
     ("eval.ks=abc", "eval.ks: expected a list"),
