@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from benchmark.epoch_cost import MARKS_NOTE, EpochCost, epoch_cost
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (COLLAPSED_FLAG_RATE, SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count,
                                 collapsed_seeds, instance_control_of, mean_of, metric_stat, representative_variants,
@@ -25,7 +26,7 @@ from benchmark.superseded import Supersession
 class Verdict:
     variant: Variant
     stat: Stat
-    cost: float | None  # seconds per epoch over the plain backbone's
+    cost: EpochCost | None  # seconds per epoch over the plain backbone's
     control: Variant | None = None  # plain backbone trained on the variant's instances (instance_control_of)
     control_stat: Stat | None = None  # the variant against ``control``
 
@@ -43,7 +44,7 @@ class Verdict:
         mode = self.variant.mode
         detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
         if self.cost is not None:
-            detail.append(f"epoch ×{self.cost:.2f}")
+            detail.append(f"epoch ×{self.cost.text()}")
         if self.control_stat is not None and self.control_stat.gain is not None:
             detail.append(self._control_phrase())
         return f"{self.name} {self.stat.gain:+.1%} ({'; '.join(detail)})"
@@ -54,9 +55,9 @@ class Verdict:
         share = control.config.get("train.prefix_epoch_share", 1.0)
         where = f"the same {trained_instances(control)} instances" + (f" (share {share:g})" if share != 1.0 else "")
         evidence = _evidence(stat, "shared seed")
-        cost = _epoch_cost(self.variant, control)
+        cost = epoch_cost(self.variant, control)
         return (f"against plain {control.backbone} on {where}: {stat.gain:+.1%}, {evidence}"
-                + (f", epoch ×{cost:.2f}" if cost is not None else ""))
+                + (f", epoch ×{cost.text()}" if cost is not None else ""))
 
     @property
     def name(self) -> str:
@@ -96,11 +97,6 @@ def _metric(section: Section) -> str:
     return f"ndcg@{10 if 10 in ks else ks[0]}"
 
 
-def _epoch_cost(variant: Variant, base: Variant) -> float | None:
-    mine, plain = mean_of(variant, "epoch_seconds_mean"), mean_of(base, "epoch_seconds_mean")
-    return mine / plain if mine is not None and plain else None
-
-
 def verdicts(section: Section) -> dict[str, list[Verdict]]:
     """Backbone -> the verdicts of its denoiser rows (best gain first)."""
     column = f"test_{_metric(section)}"
@@ -116,7 +112,7 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
         control = instance_control_of(variant, section, base)
         control_stat = metric_stat(variant, column, control) if control is not None else None
         out.setdefault(base.backbone, []).append(
-            Verdict(variant, stat, _epoch_cost(variant, base), control, control_stat))
+            Verdict(variant, stat, epoch_cost(variant, base), control, control_stat))
     for rows in out.values():
         rows.sort(key=lambda v: (-v.stat.gain, v.name))
     return out
@@ -314,7 +310,8 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
     intro = ("Generated from the tables (preset `benchmark`; where a denoiser ran with several settings, the one "
              "chosen on validation): the relative change of test NDCG@10 against the backbone's plain row, a paired "
              f"t-test over the shared seeds (p < {SIGNIFICANCE}, else n.s.), the mode when it is not joint "
-             "training, and seconds per training epoch against the plain backbone's. Where the store holds a plain "
+             "training, and seconds per training epoch against the plain backbone's (" + MARKS_NOTE + "; "
+             "[perf.md](perf.md) times each denoiser beside its plain backbone). Where the store holds a plain "
              "backbone trained on the same instances as a denoiser (HSD and SSDRec: one instance per target), the "
              "change against that control follows, separating the method from its training instances.")
     out = ["## Findings", "", intro, "", summary, "", *lines, ""]

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.data.splits import LEAVE_ONE_OUT_SPLITS
+from benchmark.epoch_cost import MARKS_NOTE, epoch_cost, load_per_core, speed_probe
 from benchmark.figures import Figure, robustness_lines, write_figures
 from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
                                      PaperResult, results_for)
@@ -311,23 +312,23 @@ def render_gaps(dataset: str, sections: list[Section], gaps: list[GapExplanation
 
 
 def render_timing(section: Section) -> list[str]:
-    header = ["backbone", "denoiser", "n", "s/epoch", "× none", "epochs", "fit s", "denoise s", "load/core"]
+    header = ["backbone", "denoiser", "n", "s/epoch", "× none", "epochs", "fit s", "denoise s", "load/core", "probe ms"]
     rows = []
+    fmt = lambda x, d=2: "—" if x is None else f"{x:.{d}f}"  # noqa: E731
     for v in section.variants:
-        spe = mean_of(v, "epoch_seconds_mean")
         base = baseline_of(v, section)
-        bspe = mean_of(base, "epoch_seconds_mean") if base else None
-        ratio = f"{spe / bspe:.2f}" if spe is not None and bspe else "—"
-        fmt = lambda x, d=2: "—" if x is None else f"{x:.{d}f}"  # noqa: E731
-        loads = [x for x in (mean_of(v, "load_average_start"), mean_of(v, "load_average_end")) if x is not None]
-        rows.append([v.backbone, _esc(v.label), str(len(v.runs)), fmt(spe), ratio, fmt(mean_of(v, "epochs"), 1),
+        cost = epoch_cost(v, base) if base is not None and base is not v else None
+        probe = speed_probe(v)
+        rows.append([v.backbone, _esc(v.label), str(len(v.runs)), fmt(mean_of(v, "epoch_seconds_mean")),
+                     cost.text() if cost is not None else "—", fmt(mean_of(v, "epochs"), 1),
                      fmt(mean_of(v, "fit_seconds"), 1), fmt(mean_of(v, "denoise_seconds"), 1),
-                     fmt(sum(loads) / len(loads)) if loads else "—"])
-    lines = _table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:"])
-    lines += ["", "Wall times of the grid's cells, so they depend on what else the machine ran (load/core: the "
-              "1-minute load average per core at the run's start and end, mean over seeds; above 1 the cell shared "
-              "the cores). × none compares rows fairly only at similar load; `bench perf` (perf.md) times "
-              "denoiser and plain epochs side by side."]
+                     fmt(load_per_core(v)), fmt(1000 * probe if probe is not None else None, 1)])
+    lines = _table(header, rows, ["---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:"])
+    lines += ["", "Wall times of the grid's cells, so they depend on the machine and on what else it ran (load/core: "
+              "the 1-minute load average per core at the run's start and end, mean over seeds; above 1 the cell "
+              "shared the cores; probe ms: the fastest of repeated runs of a fixed matrix-product workload at the "
+              "run's start and end, mean over seeds, a measure of the machine's speed). " + MARKS_NOTE + ". "
+              "`bench perf` (perf.md) times denoiser and plain epochs side by side."]
     ref = [f"{method} {secs[section.dataset]:.2f}" for method, secs in LLM4DSR_EPOCH_SECONDS.items()
            if section.dataset in secs]
     if ref:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import time
 from functools import lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -58,3 +59,32 @@ def machine() -> dict[str, object]:
 
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "platform": platform.platform()}
+
+
+PROBE_SIZE, PROBE_MATMULS, PROBE_REPEATS = 256, 32, 9
+
+
+def speed_probe_seconds() -> float:
+    """Wall seconds of the fastest of :data:`PROBE_REPEATS` repeats of a fixed CPU workload at the
+    current torch thread count: :data:`PROBE_MATMULS` chained float32 products of
+    :data:`PROBE_SIZE` × :data:`PROBE_SIZE` matrices (about 1.1 GFLOP; some 20-40 ms per repeat on
+    one core of a 2020s server CPU).
+
+    The same code's epochs can take twice as long on one machine as on another; the fastest repeat
+    measures the machine with as little as possible of what else runs on it (the load average
+    records that), so two runs' epoch times compare like for like only where their probes agree
+    (:func:`benchmark.sections.timing_match`). Its own generator leaves the global random state,
+    and so the run's numbers, untouched."""
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=gen)
+    b = torch.randn(PROBE_SIZE, PROBE_SIZE, generator=gen) / PROBE_SIZE ** 0.5
+    fastest = float("inf")
+    with torch.no_grad():
+        for _ in range(PROBE_REPEATS):
+            start, x = time.perf_counter(), a
+            for _ in range(PROBE_MATMULS):
+                x = torch.tanh(x @ b)
+            fastest = min(fastest, time.perf_counter() - start)
+    return fastest

@@ -41,7 +41,7 @@ from benchmark.data.splits import VALID_IN_TRAIN_SPLIT
 from benchmark.metrics import monitor_mode
 from benchmark.native_cache import (NativeCache, NativeOutcome, native_key, rng_state, set_rng_state,
                                     transfer_mode)
-from benchmark.provenance import cpu_model, git_commit, library_versions
+from benchmark.provenance import cpu_model, git_commit, library_versions, speed_probe_seconds
 from benchmark.registry import BACKBONES, DATASETS, DENOISERS
 from benchmark.resources import Resources
 from benchmark.runlock import LOCK_NAME, run_lock
@@ -654,7 +654,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     torch.use_deterministic_algorithms(True, warn_only=True)
     # wall times depend on what else the machine runs: record the context they were taken in
     timings: dict[str, float] = {"torch_threads": float(torch.get_num_threads()),
-                                 "load_average_start": _load_average()}
+                                 "load_average_start": _load_average(), "speed_probe_start": speed_probe_seconds()}
 
     t0 = time.perf_counter()
     split = build_split_data(OmegaConf.to_object(cfg.dataset))
@@ -721,6 +721,7 @@ def _execute_unlocked(cfg: DictConfig, rid: str, out_dir: Path, runs_root: Path,
     timings["fit_seconds"] = fit_seconds
     timings["epoch_seconds_mean"] = float(np.mean(recorder.epoch_seconds)) if recorder.epoch_seconds else 0.0
     timings["load_average_end"] = _load_average()
+    timings["speed_probe_end"] = speed_probe_seconds()
     if mode == "joint" and denoiser.exports:
         decisions = denoiser.export(model, split.train)
         detection = detection_from_denoised(split, decisions)

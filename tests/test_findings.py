@@ -27,6 +27,23 @@ def test_a_significant_gain_is_named_with_its_size_p_value_and_epoch_cost(tmp_pa
     assert "hsd +27.3% (p = 0.035; epoch ×1.24)" in line
 
 
+def test_an_epoch_ratio_against_rows_without_a_speed_probe_is_marked_unknown(tmp_path):
+    from benchmark.store import result_row
+    from tests.test_leaderboard import NDCG, SEEDS, result
+
+    store = build_store(tmp_path / "store")
+    for seed, ndcg in zip(SEEDS, NDCG[(0.0, "gru4rec", "hsd", None)]):  # the same runs, stored before the probe
+        row = result(0.0, "gru4rec", "hsd", None, seed, ndcg)
+        for key in ("speed_probe_start", "speed_probe_end"):
+            del row["timings"][key]
+        store.write(result_row(row, grid="fixture"))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    assert "hsd +27.3% (p = 0.035; epoch ×1.24?)" in line
+    assert "| gru4rec | hsd | 3 | 2.60 | 1.24? |" in (tmp_path / "out" / "ml-100k.md").read_text()
+
+
 def test_verdict_wording_agrees_with_the_counts(tmp_path):
     text = _findings(tmp_path)
     lines = {ln.split("**")[1]: ln for ln in text.splitlines() if ln.startswith("- **")}

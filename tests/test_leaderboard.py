@@ -78,7 +78,8 @@ def result(alpha, backbone, denoiser, ratio, seed, ndcg) -> dict:
             "valid": {"ndcg@10": ndcg}, "test": test, "test_optimistic": test, "curve": [],
             "timings": {"epoch_seconds_mean": 2.0 + (0.5 if denoiser == "hsd" else 0.0) + 0.1 * seed,
                         "fit_seconds": 100.0 + seed, "denoise_seconds": 5.0 if mode == "data" else 0.0,
-                        "load_average_start": 0.5 + 0.25 * seed, "load_average_end": 1.0},
+                        "load_average_start": 0.5 + 0.25 * seed, "load_average_end": 1.0, "torch_threads": 1.0,
+                        "speed_probe_start": 0.020 + 0.001 * seed, "speed_probe_end": 0.022},
             "detection": det, "mode": mode, "epochs": epochs_run(backbone, denoiser, seed), "best_epoch": 30,
             "versions": {"torch": "2.13.0"}, "git_commit": "0123abc", "status": "ok"}
 

@@ -117,6 +117,7 @@ def test_run_records_its_torch_threads_and_the_load_it_ran_under(tmp_path, monke
     result = run_module.execute(cfg, runs_dir=tmp_path)
     assert result.timings["load_average_start"] == 1.5 and result.timings["load_average_end"] == 0.5
     assert result.timings["torch_threads"] == torch.get_num_threads()
+    assert result.timings["speed_probe_start"] > 0 and result.timings["speed_probe_end"] > 0
 
 
 
