@@ -9,7 +9,9 @@ the load average per core) and it agrees; ``bench perf`` measures costs side by 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from benchmark.sections import Variant, mean_of
 
@@ -79,3 +81,22 @@ def epoch_cost(variant: Variant, other: Variant) -> EpochCost | None:
     if mine is None or not theirs:
         return None
     return EpochCost(mine / theirs, like_for_like(variant, other))
+
+
+PerfCosts = dict[tuple[str, str, str], float]  # (dataset, backbone, denoiser) -> cost per training target
+
+
+def load_perf_costs(path: str | Path) -> PerfCosts:
+    """The side-by-side costs of a ``bench perf`` report (``perf.json``): each denoiser's median
+    seconds per training target over its plain backbone's, measured in one process with
+    alternating epochs. Empty when the file does not exist."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+        return {(str(report["dataset"]), str(d["backbone"]), str(d["denoiser"])): float(d["ratio_median"])
+                for report in doc["reports"] for d in report.get("denoisers", [])}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a `bench perf` report (expected reports[].dataset and "
+                         f"reports[].denoisers[].backbone/denoiser/ratio_median): {exc!r}") from exc

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from benchmark.epoch_cost import MARKS_NOTE, EpochCost, epoch_cost
+from benchmark.epoch_cost import MARKS_NOTE, EpochCost, PerfCosts, epoch_cost
 from benchmark.protocols import DEFAULT_PROTOCOL
 from benchmark.sections import (COLLAPSED_FLAG_RATE, SIGNIFICANCE, Section, Stat, Variant, baseline_of, bucket_count,
                                 collapsed_seeds, instance_control_of, mean_of, metric_stat, representative_variants,
@@ -29,6 +29,7 @@ class Verdict:
     cost: EpochCost | None  # seconds per epoch over the plain backbone's
     control: Variant | None = None  # plain backbone trained on the variant's instances (instance_control_of)
     control_stat: Stat | None = None  # the variant against ``control``
+    perf_cost: float | None = None  # `bench perf`'s side-by-side cost per training target over plain
 
     @property
     def tested(self) -> bool:
@@ -43,7 +44,9 @@ class Verdict:
         evidence = _evidence(self.stat, "seed")
         mode = self.variant.mode
         detail = [evidence] + ([mode] if mode not in ("plain", "joint") else []) + _cap_note(self.variant)
-        if self.cost is not None:
+        if self.perf_cost is not None:
+            detail.append(f"×{self.perf_cost:.2f} per target in perf")
+        elif self.cost is not None:
             detail.append(f"epoch ×{self.cost.text()}")
         if self.control_stat is not None and self.control_stat.gain is not None:
             detail.append(self._control_phrase())
@@ -97,8 +100,9 @@ def _metric(section: Section) -> str:
     return f"ndcg@{10 if 10 in ks else ks[0]}"
 
 
-def verdicts(section: Section) -> dict[str, list[Verdict]]:
-    """Backbone -> the verdicts of its denoiser rows (best gain first)."""
+def verdicts(section: Section, perf: PerfCosts | None = None) -> dict[str, list[Verdict]]:
+    """Backbone -> the verdicts of its denoiser rows (best gain first); ``perf``: side-by-side costs
+    (:func:`benchmark.epoch_cost.load_perf_costs`) that speak for a row's cost where they have it."""
     column = f"test_{_metric(section)}"
     out: dict[str, list[Verdict]] = {}
     for variant in representative_variants(section):
@@ -112,7 +116,8 @@ def verdicts(section: Section) -> dict[str, list[Verdict]]:
         control = instance_control_of(variant, section, base)
         control_stat = metric_stat(variant, column, control) if control is not None else None
         out.setdefault(base.backbone, []).append(
-            Verdict(variant, stat, epoch_cost(variant, base), control, control_stat))
+            Verdict(variant, stat, epoch_cost(variant, base), control, control_stat,
+                    (perf or {}).get((section.dataset, base.backbone, variant.denoiser))))
     for rows in out.values():
         rows.sort(key=lambda v: (-v.stat.gain, v.name))
     return out
@@ -275,16 +280,18 @@ def direction_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
             for v in representative_variants(section) if (line := direction_line(section, title, v))]
 
 
-def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = ()) -> list[str]:
+def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supersession] = (),
+                   perf: PerfCosts | None = None) -> list[str]:
     """The index's "Findings" section (empty when no section has a denoiser beside its plain row).
 
     ``superseded``: settings a later grid replaced (:mod:`benchmark.superseded`); a row under a
-    replaced setting is left out once its backbone and denoiser ran under the replacement."""
+    replaced setting is left out once its backbone and denoiser ran under the replacement.
+    ``perf``: `bench perf`'s side-by-side costs, quoted for the rows they cover."""
     lines: list[str] = []
     left_out: dict[Supersession, list[str]] = {}  # rule -> "noise: backbone (denoisers)"
     counts = {"better": 0, "worse": 0, "neither": 0, "untested": 0}
     for dataset, section, title in _benchmark_sections(by_dataset):
-        for backbone, rows in sorted(verdicts(section).items()):
+        for backbone, rows in sorted(verdicts(section, perf).items()):
             rule, rerun = _replaced(section, by_dataset[dataset], backbone, rows, superseded)
             if rerun:
                 left_out.setdefault(rule, []).append(
@@ -310,8 +317,10 @@ def findings_lines(by_dataset: dict[str, list[Section]], superseded: list[Supers
     intro = ("Generated from the tables (preset `benchmark`; where a denoiser ran with several settings, the one "
              "chosen on validation): the relative change of test NDCG@10 against the backbone's plain row, a paired "
              f"t-test over the shared seeds (p < {SIGNIFICANCE}, else n.s.), the mode when it is not joint "
-             "training, and seconds per training epoch against the plain backbone's (" + MARKS_NOTE + "; "
-             "[perf.md](perf.md) times each denoiser beside its plain backbone). Where the store holds a plain "
+             "training, and the cost of training against the plain backbone: where `bench perf` timed the denoiser "
+             "beside that backbone on the dataset, its median seconds per training target over plain ("
+             "[perf.md](perf.md): default settings, alternating epochs in one process, so machine and load cancel), "
+             "else the rows' seconds per epoch from the store (" + MARKS_NOTE + "). Where the store holds a plain "
              "backbone trained on the same instances as a denoiser (HSD and SSDRec: one instance per target), the "
              "change against that control follows, separating the method from its training instances.")
     out = ["## Findings", "", intro, "", summary, "", *lines, ""]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmark.data.splits import LEAVE_ONE_OUT_SPLITS
-from benchmark.epoch_cost import MARKS_NOTE, epoch_cost, load_per_core, speed_probe
+from benchmark.epoch_cost import MARKS_NOTE, PerfCosts, epoch_cost, load_perf_costs, load_per_core, speed_probe
 from benchmark.figures import Figure, robustness_lines, write_figures
 from benchmark.paper_numbers import (DATA_CAVEATS, HEADLINE_METRICS, LLM4DSR_EPOCH_SECONDS, PAPER_PRESET, PAPER_RESULTS,
                                      PaperResult, results_for)
@@ -554,10 +554,12 @@ def _user_weight_lines(by_dataset: dict[str, list[Section]]) -> list[str]:
 
 
 def render_index(by_dataset: dict[str, list[Section]], failures: dict[str, list[dict]], detection: list[str] = (),
-                 gaps: list[GapExplanation] = (), superseded: list[Supersession] = ()) -> str:
+                 gaps: list[GapExplanation] = (), superseded: list[Supersession] = (),
+                 perf: PerfCosts | None = None) -> str:
     """The index; ``failures``: dataset -> its failed and not-applicable store rows;
     ``detection``: names of ``bench detect`` reports found beside the leaderboards; ``gaps``:
-    paper-gap explanations (linked for the datasets in the store)."""
+    paper-gap explanations (linked for the datasets in the store); ``perf``: the side-by-side
+    costs of the ``bench perf`` report beside the leaderboards."""
     lines = [MARKER, "# Leaderboards", "",
              "Generated from the result store by `bench leaderboard [--store DIR] [--out leaderboards/]`; "
              "never edit by hand. Each file ends with the commands, grid files and git commits of its rows.", ""]
@@ -585,7 +587,7 @@ def render_index(by_dataset: dict[str, list[Section]], failures: dict[str, list[
         links = ", ".join(f"[{d}.md]({d}.md#gaps-to-the-papers-explained)" for d in explained)
         lines += [f"Gaps between a paper's numbers and ours traced to a mechanism, each with the experiment that "
                   f"tests it (`configs/paper_gaps.yaml`): {links}.", ""]
-    lines += findings_lines(by_dataset, superseded)
+    lines += findings_lines(by_dataset, superseded, perf)
     return "\n".join(lines)
 
 
@@ -616,7 +618,8 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path, gaps: list[Ga
                        superseded: list[Supersession] | None = None) -> list[Path]:
     """Regenerate every leaderboard file from the store; remove generated files of datasets no
     longer in the store. ``gaps``: paper-gap explanations (default: ``configs/paper_gaps.yaml``);
-    ``superseded``: replaced settings (default: ``configs/superseded.yaml``).
+    ``superseded``: replaced settings (default: ``configs/superseded.yaml``). The findings quote
+    the side-by-side costs of ``perf.json`` in ``out_dir`` (written by ``bench perf``) where it has them.
     Returns the written paths (sorted)."""
     gaps = load_gaps() if gaps is None else gaps
     superseded = load_superseded() if superseded is None else superseded
@@ -635,6 +638,7 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path, gaps: list[Ga
     by_dataset = build_sections(ok)
     coverage = grid_coverage(sorted({str(r["grid_file"]) for r in ok if r.get("grid_file")}), {r["run_id"] for r in ok})
     out = Path(out_dir)
+    perf = load_perf_costs(out / "perf.json")  # the costs the findings quote; a malformed report fails before any write
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset, sections in by_dataset.items():
@@ -646,7 +650,7 @@ def write_leaderboards(store_dir: str | Path, out_dir: str | Path, gaps: list[Ga
         written += [md, cs, *(fig.path for fig in figures)]
     index = out / "README.md"
     index.write_text(render_index(by_dataset, failures, sorted(p.name for p in out.glob("detection-*.md")), gaps,
-                                       superseded))
+                                  superseded, perf))
     written.append(index)
     for old in sorted(out.glob("*.md")):
         if old not in written and old.read_text().startswith(MARKER):

@@ -249,3 +249,30 @@ def test_a_setting_whose_mask_flags_every_position_on_a_seed_is_listed_with_its_
     assert collapsed == [f"- **ml-100k, replace α=0.1: gru4rec / semantic-outlier** (the row validation chose): seed 2 "
                          f"of 3 flagged 100.0% of the positions; test NDCG@10 {ndcg[2]:.4f} there against "
                          f"{(ndcg[0] + ndcg[1]) / 2:.4f} for the other seeds."]
+
+
+def test_a_cost_measured_side_by_side_by_bench_perf_speaks_for_the_row(tmp_path):
+    import json
+
+    build_store(tmp_path / "store")
+    (tmp_path / "out").mkdir()
+    perf = {"reports": [{"dataset": "ml-100k", "denoisers": [
+        {"backbone": "gru4rec", "denoiser": "hsd", "ratio_median": 63.3, "train_instances": "prefix"}]},
+        {"dataset": "beauty", "denoisers": [{"backbone": "sasrec", "denoiser": "hsd", "ratio_median": 50.0}]}]}
+    (tmp_path / "out" / "perf.json").write_text(json.dumps(perf))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (gru,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: gru4rec**")]
+    assert "hsd +27.3% (p = 0.035; ×63.30 per target in perf)" in gru
+    # no perf entry for sasrec on ml-100k (beauty's does not count): the store's epoch ratio stays
+    (sasrec,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
+    assert "per target in perf" not in sasrec and "epoch ×1.24" in sasrec
+
+
+def test_a_malformed_perf_report_is_named_before_any_leaderboard_is_written(tmp_path):
+    build_store(tmp_path / "store")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "perf.json").write_text('{"reports": [{"dataset": "ml-100k", "denoisers": [{"backbone": "x"}]}]}')
+    with pytest.raises(ValueError, match=r"perf\.json: not a `bench perf` report .*ratio_median"):
+        write_leaderboards(tmp_path / "store", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["perf.json"]
