@@ -317,7 +317,7 @@ def render_timing(section: Section) -> list[str]:
     fmt = lambda x, d=2: "—" if x is None else f"{x:.{d}f}"  # noqa: E731
     for v in section.variants:
         base = baseline_of(v, section)
-        cost = epoch_cost(v, base) if base is not None and base is not v else None
+        cost = epoch_cost(v, base) if base is not None else None
         probe = speed_probe(v)
         rows.append([v.backbone, _esc(v.label), str(len(v.runs)), fmt(mean_of(v, "epoch_seconds_mean")),
                      cost.text() if cost is not None else "—", fmt(mean_of(v, "epochs"), 1),

@@ -73,7 +73,7 @@ def speed_probe_seconds() -> float:
     The same code's epochs can take twice as long on one machine as on another; the fastest repeat
     measures the machine with as little as possible of what else runs on it (the load average
     records that), so two runs' epoch times compare like for like only where their probes agree
-    (:func:`benchmark.sections.timing_match`). Its own generator leaves the global random state,
+    (:func:`benchmark.epoch_cost.like_for_like`). Its own generator leaves the global random state,
     and so the run's numbers, untouched."""
     import torch
 
