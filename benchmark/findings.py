@@ -100,6 +100,12 @@ def _metric(section: Section) -> str:
     return f"ndcg@{10 if 10 in ks else ks[0]}"
 
 
+def perf_name(variant: Variant) -> str:
+    """The name ``bench perf`` times ``variant`` under: its denoiser, or for a standalone model's
+    plain row (FMLP-Rec, DCRec) the model, timed beside the backbone it is compared with."""
+    return variant.backbone if variant.denoiser == "none" else variant.denoiser
+
+
 def verdicts(section: Section, perf: PerfCosts | None = None) -> dict[str, list[Verdict]]:
     """Backbone -> the verdicts of its denoiser rows (best gain first); ``perf``: side-by-side costs
     (:func:`benchmark.epoch_cost.load_perf_costs`) that speak for a row's cost where they have it."""
@@ -117,7 +123,7 @@ def verdicts(section: Section, perf: PerfCosts | None = None) -> dict[str, list[
         control_stat = metric_stat(variant, column, control) if control is not None else None
         out.setdefault(base.backbone, []).append(
             Verdict(variant, stat, epoch_cost(variant, base), control, control_stat,
-                    (perf or {}).get((section.dataset, base.backbone, variant.denoiser))))
+                    (perf or {}).get((section.dataset, base.backbone, perf_name(variant)))))
     for rows in out.values():
         rows.sort(key=lambda v: (-v.stat.gain, v.name))
     return out

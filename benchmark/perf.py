@@ -118,25 +118,54 @@ def _build(cfg: DictConfig, split: SplitData, backbone: str, denoiser_name: str)
     return model, dm, time.perf_counter() - start
 
 
+def check_standalone(backbones: list[str], standalone: list[str]) -> None:
+    """ValueError unless every standalone model is one (its class names ``compared_with``) and the
+    backbone it is compared with is among ``backbones``."""
+    from benchmark.sections import compared_with
+
+    for m in standalone:
+        other = compared_with(m)
+        if other is None:
+            raise ValueError(f"{m!r} is not a standalone model: no registered backbone of that name is compared "
+                             f"with another (expected e.g. fmlp or dcrec)")
+        if other not in backbones:
+            raise ValueError(f"{m!r} is timed beside {other!r}, which the backbones ({', '.join(backbones)}) do not list")
+
+
 def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: list[str], reps: int = 3,
-            max_batches: int | None = None) -> dict:
-    """Side-by-side measurements; returns the JSON-able report dict."""
+            max_batches: int | None = None, standalone: list[str] = ()) -> dict:
+    """Side-by-side measurements; returns the JSON-able report dict.
+
+    ``denoisers`` are timed beside each backbone's plain epochs; ``standalone`` models (FMLP-Rec,
+    DCRec: backbones that denoise by design) beside the backbone they are compared with
+    (their class's ``compared_with``), which must be among ``backbones``. A denoiser whose needs the
+    data cannot meet (item text on Sports) is listed under ``not_applicable`` with the reason."""
+    from benchmark.config import NotApplicableError
+    from benchmark.sections import compared_with
+
+    check_standalone(backbones, standalone)
     warnings.filterwarnings("ignore", message=".*self.log.*")
     report: dict = {"dataset": cfg.dataset.name, "n_users": split.n_users, "n_items": split.n_items,
                     "train_interactions": int(len(split.train.items)), "reps": reps, "max_batches": max_batches,
                     "backbones": {}, "denoisers": []}
     from benchmark.registry import DENOISERS
 
-    report["transfer_only"] = []
+    report["transfer_only"], report["not_applicable"] = [], []
     for backbone in backbones:
-        names = ["none"]
+        built = {"none": _build(cfg, split, backbone, "none")}
         for name in denoisers:
             native = DENOISERS.get(name).native_backbones
-            if native is None or backbone in native:
-                names.append(name)
-            else:  # trained natively, then the plain backbone on its exported data: no joint epoch to time
+            if native is not None and backbone not in native:
+                # trained natively, then the plain backbone on its exported data: no joint epoch to time
                 report["transfer_only"].append({"backbone": backbone, "denoiser": name, "native": list(native)})
-        built = {name: _build(cfg, split, backbone, name) for name in names}
+                continue
+            try:
+                built[name] = _build(cfg, split, backbone, name)
+            except NotApplicableError as exc:
+                report["not_applicable"].append({"backbone": backbone, "denoiser": name, "reason": str(exc)})
+        own = [m for m in standalone if compared_with(m) == backbone]
+        built.update({m: _build(cfg, split, m, "none") for m in own})
+        names = list(built)
         entries = {name: PerfEntry(backbone, name, setup_seconds=b[2]) for name, b in built.items()}
         model, dm, _ = built["none"]
         in_memory: list[EpochTiming] = []
@@ -181,7 +210,7 @@ def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: 
                       for d, p in zip(e.epochs, plain.epochs) if p.seconds and d.targets and p.targets]
             epoch_targets = int(dm.n_train_targets)
             report["denoisers"].append({
-                "backbone": backbone, "denoiser": name,
+                "backbone": backbone, "denoiser": name, "standalone": name in own,
                 "seconds_per_epoch": statistics.median(x.seconds / x.targets for x in e.epochs if x.targets) * epoch_targets,
                 "train_instances": built[name][1].train_instances,
                 "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
@@ -253,12 +282,16 @@ def render_section(report: dict) -> list[str]:
     if report["denoisers"]:
         lines += ["", "| backbone | denoiser | instances | s/epoch | × plain (median, per target) | min–max | one-off setup s |", "|---|---|---|---:|---:|---:|---:|"]
         for d in report["denoisers"]:
-            lines.append(f"| {d['backbone']} | {d['denoiser']} | {d.get('train_instances', '')} | {d['seconds_per_epoch']:.2f} | {d['ratio_median']:.2f} | "
+            label = f"{d['denoiser']} (standalone model)" if d.get("standalone") else d["denoiser"]
+            lines.append(f"| {d['backbone']} | {label} | {d.get('train_instances', '')} | {d['seconds_per_epoch']:.2f} | {d['ratio_median']:.2f} | "
                          f"{d['ratio_min']:.2f}–{d['ratio_max']:.2f} | {d['setup_seconds']:.1f} |")
     if report.get("transfer_only"):
         pairs = ", ".join(f"{t['denoiser']} on {t['backbone']} (native: {'/'.join(t['native'])})" for t in report["transfer_only"])
         lines += ["", f"Not timed jointly (these run by the transfer protocol: native training, export, then the plain "
                       f"backbone, so their cost is the native row plus a plain run): {pairs}."]
+    if report.get("not_applicable"):
+        lines += ["", "Not applicable (the data lack what the method needs):", ""]
+        lines += [f"- {t['denoiser']} on {t['backbone']}: {t['reason']}" for t in report["not_applicable"]]
     if report.get("scaling"):
         lines += ["", "Scaling (synthetic):", "", "| backbone | users | interactions | s/epoch | targets/s |", "|---|---:|---:|---:|---:|"]
         for r in report["scaling"]:
@@ -319,7 +352,7 @@ def target_rows(reports: list[dict], recbole: dict[str, float] | None = None) ->
         for name, b in r["backbones"].items():
             rows.append((f"{ds} {name} loader overhead", "DataLoader not the bottleneck (< +25%)",
                          f"{100 * b['loader_overhead']:+.0f}%", b["loader_overhead"] < 0.25))
-        for d in r["denoisers"]:
+        for d in (d for d in r["denoisers"] if not d.get("standalone")):  # the cost targets are for denoisers
             limit = RATIO_TARGET.get(d["denoiser"], RATIO_DEFAULT)
             rows.append((f"{ds} {d['denoiser']} on {d['backbone']} epoch cost", f"<= {limit:g}x plain",
                          f"{d['ratio_median']:.2f}x", d["ratio_median"] <= limit))
@@ -330,7 +363,8 @@ def render_markdown(doc: dict) -> str:
     """The whole report: one section per dataset, the targets table, the machine and the command."""
     lines = ["# Performance", "", "Training throughput counts training *targets* per second (one-pass constructions "
              "and per-prefix instances compare). Denoiser ratios are per training target, measured side by side "
-             "(alternating epochs in one process).", ""]
+             "(alternating epochs in one process); a standalone model (FMLP-Rec, DCRec) is timed the same way "
+             "beside the backbone it is compared with.", ""]
     for r in doc["reports"]:
         lines += render_section(r)
     rows = target_rows(doc["reports"], doc.get("recbole"))

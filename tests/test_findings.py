@@ -102,6 +102,18 @@ def test_a_standalone_model_is_compared_with_the_backbone_it_modifies(tmp_path):
     (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
     assert "fmlp +21.7% (p = 0.006" in line  # differences [0.04, 0.05, 0.04]: t = 13, df 2
     assert not [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: fmlp**")]
+    assert "per target in perf" not in line.split("fmlp +21.7%", 1)[1].split(")", 1)[0]
+
+    # bench perf times a standalone model beside the backbone it is compared with, under its own name
+    import json
+
+    perf = {"reports": [{"dataset": "ml-100k", "denoisers": [
+        {"backbone": "sasrec", "denoiser": "fmlp", "standalone": True, "ratio_median": 1.37}]}]}
+    (tmp_path / "out" / "perf.json").write_text(json.dumps(perf))
+    write_leaderboards(tmp_path / "store", tmp_path / "out")
+    text = (tmp_path / "out" / "README.md").read_text().split("## Findings", 1)[1]
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("- **ml-100k, clean: sasrec**")]
+    assert "fmlp +21.7% (p = 0.006; ×1.37 per target in perf)" in line
 
 
 def test_sections_that_share_a_noise_setting_are_told_apart_by_their_differing_setting(tmp_path):

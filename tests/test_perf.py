@@ -108,3 +108,46 @@ def test_a_malformed_recbole_reference_is_refused_with_what_was_expected(capsys)
     assert main(["perf", "--dataset", "synthetic", "--recbole", "sasrec=fast"]) == 2
     err = capsys.readouterr().err
     assert "--recbole 'sasrec=fast'" in err and "BACKBONE=INSTANCES_PER_SECOND" in err
+
+
+def test_bench_perf_times_a_standalone_model_beside_the_backbone_it_is_compared_with(tmp_path):
+    out = tmp_path / "perf"
+    assert main(["perf", "--dataset", "synthetic", "--backbones", "sasrec", "--standalone", "fmlp", "--reps", "2",
+                 "--max-batches", "1", "--out", str(out), "dataset.synthetic.n_users=40"]) == 0
+    doc = json.loads(out.with_suffix(".json").read_text())
+    (row,) = doc["reports"][0]["denoisers"]
+    assert (row["backbone"], row["denoiser"], row["standalone"]) == ("sasrec", "fmlp", True)
+    assert row["ratio_min"] <= row["ratio_median"] <= row["ratio_max"] and row["ratio_median"] > 0
+    md = out.with_suffix(".md").read_text()
+    assert "| sasrec | fmlp (standalone model) |" in md
+    assert "fmlp on sasrec epoch cost" not in md  # the cost targets are for denoisers
+
+
+def test_bench_perf_refuses_a_standalone_model_without_its_backbone_before_loading_data(tmp_path, capsys):
+    out = tmp_path / "perf"
+    assert main(["perf", "--dataset", "synthetic", "--backbones", "gru4rec", "--standalone", "fmlp",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--standalone: 'fmlp' is timed beside 'sasrec', which the backbones (gru4rec) do not list" in err
+    assert main(["perf", "--dataset", "synthetic", "--backbones", "sasrec", "--standalone", "gru4rec",
+                 "--out", str(out)]) == 2
+    assert "'gru4rec' is not a standalone model" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bench_perf_lists_a_text_denoiser_on_data_without_text_as_not_applicable():
+    import dataclasses
+
+    from benchmark.config import compose
+    from benchmark.data.build import build_split_data
+    from benchmark.perf import measure, render_section
+
+    cfg = compose(dataset="synthetic", overrides=["dataset.synthetic.n_users=40", "logging.wandb=disabled"])
+    split = build_split_data(cfg.dataset)
+    untitled = dataclasses.replace(split, item_text=[""] * len(split.item_text))
+    report = measure(cfg, untitled, ["sasrec"], ["said", "cl4srec"], reps=1, max_batches=1)
+    assert [d["denoiser"] for d in report["denoisers"]] == ["cl4srec"]
+    (na,) = report["not_applicable"]
+    assert (na["backbone"], na["denoiser"]) == ("sasrec", "said") and "needs item text" in na["reason"]
+    report["peak_rss_mb"] = 1.0
+    assert any(ln.startswith("- said on sasrec: ") for ln in render_section(report))

@@ -12,6 +12,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="ml-100k", help="a dataset name, or several comma-separated (one report)")
     p.add_argument("--backbones", default="sasrec,gru4rec,caser,bert4rec")
     p.add_argument("--denoisers", default="", help="comma-separated; each timed beside the plain backbone")
+    p.add_argument("--standalone", default="", help="comma-separated standalone models (fmlp, dcrec), each timed beside "
+                   "the backbone it is compared with (which --backbones must list)")
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--max-batches", type=int, default=None, help="time only this many batches per epoch")
     p.add_argument("--scaling", action="store_true", help="also time synthetic data at 1x, 2x, 4x, 8x users")
@@ -33,20 +35,24 @@ def main(args) -> int:
     from benchmark.cli import UserError
     from benchmark.config import compose
     from benchmark.data.build import build_split_data
-    from benchmark.perf import measure, parse_recbole, plot_scaling, scaling, write_report
+    from benchmark.perf import check_standalone, measure, parse_recbole, plot_scaling, scaling, write_report
 
     try:
         recbole = parse_recbole(args.recbole) if args.recbole else None
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    backbones = _names(args.backbones)
+    backbones, standalone = _names(args.backbones), _names(args.standalone)
+    try:
+        check_standalone(backbones, standalone)  # before any dataset loads
+    except ValueError as exc:
+        raise UserError(f"--standalone: {exc}") from exc
     reports = []
     for dataset in _names(args.dataset):
         cfg = compose(dataset=dataset, overrides=list(args.overrides) + ["logging.wandb=disabled"])
         start = time.perf_counter()
         split = build_split_data(cfg.dataset)
         load_seconds = time.perf_counter() - start
-        report = measure(cfg, split, backbones, _names(args.denoisers), args.reps, args.max_batches)
+        report = measure(cfg, split, backbones, _names(args.denoisers), args.reps, args.max_batches, standalone)
         report["load_seconds"] = load_seconds
         reports.append(report)
     out = Path(args.out or "leaderboards/perf")
