@@ -138,8 +138,9 @@ def measure(cfg: DictConfig, split: SplitData, backbones: list[str], denoisers: 
 
     ``denoisers`` are timed beside each backbone's plain epochs; ``standalone`` models (FMLP-Rec,
     DCRec: backbones that denoise by design) beside the backbone they are compared with
-    (their class's ``compared_with``), which must be among ``backbones``. A denoiser whose needs the
-    data cannot meet (item text on Sports) is listed under ``not_applicable`` with the reason."""
+    (their class's ``compared_with``), which must be among ``backbones``. A denoiser that cannot run
+    by design (:class:`~benchmark.config.NotApplicableError`: item text on Sports, a loss the backbone
+    cannot train) is listed under ``not_applicable`` with the reason."""
     from benchmark.config import NotApplicableError
     from benchmark.sections import compared_with
 
@@ -290,7 +291,7 @@ def render_section(report: dict) -> list[str]:
         lines += ["", f"Not timed jointly (these run by the transfer protocol: native training, export, then the plain "
                       f"backbone, so their cost is the native row plus a plain run): {pairs}."]
     if report.get("not_applicable"):
-        lines += ["", "Not applicable (the data lack what the method needs):", ""]
+        lines += ["", "Not applicable (cannot run by design, e.g. the data lack the item text the method needs):", ""]
         lines += [f"- {t['denoiser']} on {t['backbone']}: {t['reason']}" for t in report["not_applicable"]]
     if report.get("scaling"):
         lines += ["", "Scaling (synthetic):", "", "| backbone | users | interactions | s/epoch | targets/s |", "|---|---:|---:|---:|---:|"]
