@@ -406,7 +406,7 @@ def train_and_test(
     ``item_buckets`` (item id -> popularity bucket, ``[n_items + 1]``) adds per-bucket test
     metrics. Returns (model, best valid metrics, test metrics, optimistic test metrics,
     recorder, fit seconds)."""
-    from benchmark.distributed import load_tested_weights, recover_after_spawn
+    from benchmark.distributed import load_tested_weights, recover_after_spawn, spawn_callbacks
 
     strategy = str(cfg.train.strategy)  # stateful denoisers under several processes: refused in check_sections
     model, dm = build_model_and_data(cfg, split, backbone_name, denoiser)
@@ -428,6 +428,7 @@ def train_and_test(
         # last.ckpt holds this epoch's early-stopping and best-checkpoint state
         pl.callbacks.ModelCheckpoint(dirpath=str(ckpt_dir), filename=Path(LAST_CHECKPOINT).stem, monitor=None,
                                      save_top_k=1, enable_version_counter=False, save_on_train_epoch_end=True),
+        *spawn_callbacks(strategy),
     ]
     best_checkpoint = next(c for c in callbacks if isinstance(c, pl.callbacks.ModelCheckpoint))
     trainer = pl.Trainer(

@@ -15,7 +15,8 @@ from benchmark import cli
 from benchmark.config import ConfigError, compose
 from benchmark.data.build import build_split_data
 from benchmark.data.datamodule import IndexBatchSampler
-from benchmark.distributed import check_denoiser_supports_processes, process_count
+from benchmark.distributed import (CloseProcessGroupAtTeardown, check_denoiser_supports_processes, process_count,
+                                   spawn_callbacks)
 from benchmark.registry import DENOISERS
 from benchmark.run import build_model_and_data
 from denoisers.base import make_denoiser
@@ -57,6 +58,27 @@ def test_one_process_keeps_the_batches_it_had_before_ranks_existed():
                                                         ("2", "ddp", 2), ([0, 1, 2], "ddp", 3), ("auto", "ddp", 1)])
 def test_process_count_reads_devices_and_strategy(devices, strategy, n):
     assert process_count(devices, strategy) == n
+
+
+@pytest.mark.parametrize(("strategy", "added"), [("ddp_spawn", True), ("ddp_fork", True), ("ddp", False),
+                                                 ("auto", False)])
+def test_only_spawning_strategies_get_the_process_group_closed_at_teardown(strategy, added):
+    callbacks = spawn_callbacks(strategy)
+    assert [type(c) for c in callbacks] == ([CloseProcessGroupAtTeardown] if added else [])
+
+
+def test_teardown_destroys_an_initialised_gloo_group_and_is_a_no_op_without_one(tmp_path):
+    dist = torch.distributed
+    callback = CloseProcessGroupAtTeardown()
+    callback.teardown(None, None, "fit")  # no group: nothing to close
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert dist.is_initialized()
+        callback.teardown(None, None, "fit")
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def test_a_denoiser_with_per_epoch_state_is_refused_under_several_processes_before_any_data(capsys):
