@@ -93,7 +93,7 @@ class CloseProcessGroupAtTeardown(pl.Callback):
     the default process group, so that no rank exits with a live gloo group.
 
     Lightning destroys the group at exit only for NCCL; a gloo group was left to interpreter
-    shutdown, and in about 2 of 110 runs of the two-process test one worker then aborted ("terminate
+    shutdown, and in 2 of some 300 runs of the two-process test one worker then aborted ("terminate
     called without an active exception") just after its fit had finished, failing the run. Add it
     only under a spawning strategy: there every stage runs in fresh processes that initialise their
     own group, whereas under ``ddp`` the same processes go on from fit to test with the group they
