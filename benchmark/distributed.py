@@ -30,6 +30,11 @@ from benchmark.config import ConfigError
 SPAWNING_STRATEGIES = ("ddp_spawn", "ddp_fork", "ddp_notebook")
 
 
+def is_spawning(strategy: str) -> bool:
+    """Whether ``strategy`` runs each stage in freshly started worker processes."""
+    return str(strategy) in SPAWNING_STRATEGIES
+
+
 def process_count(devices: Any, strategy: str) -> int:
     """Training processes for ``train.devices`` / ``train.strategy`` (1 unless a DDP strategy
     runs on several devices). ``devices`` may be an int, a list of device ids, or "auto"
@@ -69,7 +74,7 @@ def check_denoiser_supports_processes(denoiser, processes: int) -> None:
 def recover_after_spawn(strategy: str, recorder, last_checkpoint: Path) -> None:
     """After a fit under a spawning strategy, take the epoch recorder's curve and timings from
     ``last_checkpoint`` (the callbacks ran in the child processes). No-op otherwise."""
-    if str(strategy) not in SPAWNING_STRATEGIES or recorder.curve or not last_checkpoint.exists():
+    if not is_spawning(strategy) or recorder.curve or not last_checkpoint.exists():
         return
     state = torch.load(last_checkpoint, map_location="cpu", weights_only=True).get("callbacks", {})
     saved = state.get(type(recorder).__qualname__)
@@ -82,7 +87,7 @@ def load_tested_weights(strategy: str, model: torch.nn.Module, checkpoint: str |
     """Under a spawning strategy ``trainer.test(ckpt_path=...)`` loads the checkpoint in the
     child processes only; load it into the main process's ``model`` too, so that exports and
     reports after testing use the tested weights, as in a single-process run."""
-    if str(strategy) not in SPAWNING_STRATEGIES or not checkpoint:
+    if not is_spawning(strategy) or not checkpoint:
         return
     state = torch.load(checkpoint, map_location="cpu", weights_only=True)
     model.load_state_dict(state["state_dict"])
@@ -93,8 +98,9 @@ class CloseProcessGroupAtTeardown(pl.Callback):
     the default process group, so that no rank exits with a live gloo group.
 
     Lightning destroys the group at exit only for NCCL; a gloo group was left to interpreter
-    shutdown, and in 2 of some 300 runs of the two-process test one worker then aborted ("terminate
-    called without an active exception") just after its fit had finished, failing the run. Add it
+    shutdown. In 2 of some 300 runs of the two-process test one worker aborted ("terminate called
+    without an active exception") just after its fit had finished; no stack was captured, and a group
+    still live at interpreter shutdown is the likely cause. Add it
     only under a spawning strategy: there every stage runs in fresh processes that initialise their
     own group, whereas under ``ddp`` the same processes go on from fit to test with the group they
     have."""
@@ -109,4 +115,4 @@ class CloseProcessGroupAtTeardown(pl.Callback):
 def spawn_callbacks(strategy: str) -> list[pl.Callback]:
     """Callbacks a trainer needs under ``strategy``: :class:`CloseProcessGroupAtTeardown` for a
     spawning strategy, none otherwise."""
-    return [CloseProcessGroupAtTeardown()] if str(strategy) in SPAWNING_STRATEGIES else []
+    return [CloseProcessGroupAtTeardown()] if is_spawning(strategy) else []
