@@ -349,6 +349,13 @@ def _profile_override(extra: list[str], default: str | None) -> str | None:
     return profile
 
 
+def _as_overridden(own: list[str], later: list[str]) -> list[str]:
+    """``own`` key=value strings with each value replaced by the last of ``later`` that sets the same
+    key, so a cell's label shows the value its run used (a command-line override wins)."""
+    last = {o.split("=", 1)[0]: o for o in later}
+    return [last.get(o.split("=", 1)[0], o) for o in own]
+
+
 def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cell]:
     """Every cell of ``spec`` in run order, de-duplicated by run id.
 
@@ -370,7 +377,8 @@ def expand(spec: GridSpec, extra_overrides: list[str] | None = None) -> list[Cel
             own = list(inc.get("overrides", [])) if inc is not None else []
             if any(_matches(e, ds.name, nlabel, backbone, denoiser, seed) for e in spec.exclude):
                 continue
-            own = [*spec.backbone_overrides.get(backbone, []), *spec.denoiser_overrides.get(denoiser, []), *own]
+            own = _as_overridden([*spec.backbone_overrides.get(backbone, []), *spec.denoiser_overrides.get(denoiser, []), *own],
+                                 extra)
             for params in _param_grid(spec, denoiser):
                 overrides = [*spec.overrides, *ds.overrides, *noise_ov, *own,
                              *(f"denoiser.{k}={_dotvalue(v)}" for k, v in sorted(params.items())),

@@ -180,6 +180,14 @@ def test_backbone_overrides_apply_only_to_that_backbones_cells_and_show_in_the_l
     assert all("train.patience=20" in c.label for c in gru)
 
 
+def test_a_command_line_override_of_a_backbone_override_shows_its_own_value_in_the_label(tmp_path):
+    text = GRID + "backbone_overrides:\n  gru4rec: [train.patience=20]\n"
+    gru = [c for c in expand(load_grid(write_grid(tmp_path / "g.yaml", text)), ["train.patience=10"])
+           if c.backbone == "gru4rec"]
+    assert gru and all(c.compose().train.patience == 10 for c in gru)
+    assert all("train.patience=10" in c.label and "train.patience=20" not in c.label for c in gru)
+
+
 def test_include_overrides_apply_only_to_the_included_cells(tmp_path):
     text = GRID.replace("{backbone: caser, denoiser: none, noise: {kind: none}}",
                         "{backbone: caser, denoiser: none, noise: {kind: none}, overrides: [train.prefix_epoch_share=0.1]}")
